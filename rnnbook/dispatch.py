@@ -167,16 +167,18 @@ def coverage() -> list[tuple[str, str, str]]:
 
 
 def coverage_table() -> str:
-    """``coverage()`` as a Markdown table: one row per (architecture, operation)."""
-    rows = coverage()
+    """``coverage()`` as a Markdown table: one row per architecture, one column per backend,
+    each cell listing the operations implemented (``init_params`` left out)."""
+    ops: dict[tuple[str, str], list[str]] = {}
+    for arch, op, be in coverage():
+        if op != "init_params":
+            ops.setdefault((arch, be), []).append(op)
     backends = list(BACKEND_PACKAGES) + [ANY]
-    have: dict[tuple[str, str], set[str]] = {}
-    for arch, op, be in rows:
-        have.setdefault((arch, op), set()).add(be)
-    lines = ["| architecture | operation | " + " | ".join(backends) + " |",
-             "|---|---|" + "---|" * len(backends)]
-    for (arch, op), bes in sorted(have.items(), key=lambda kv: (kv[0][0], OPERATIONS.index(kv[0][1]))):
-        lines.append(f"| {arch} | {op} | " + " | ".join("✓" if b in bes else "" for b in backends) + " |")
+    header = [b if b != ANY else "any backend (composite)" for b in backends]
+    lines = ["| architecture | " + " | ".join(header) + " |", "|---|" + "---|" * len(backends)]
+    for arch in sorted({a for a, _ in ops}):
+        cells = [", ".join(sorted(ops.get((arch, b), []), key=OPERATIONS.index)) for b in backends]
+        lines.append(f"| {arch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

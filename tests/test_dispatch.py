@@ -1,0 +1,62 @@
+"""Choosing and routing backends."""
+import numpy as np
+import pytest
+
+import rnnbook as rb
+from rnnbook import dispatch
+
+
+def test_architectures_and_coverage():
+    archs = rb.architectures()
+    for a in ("rnn", "lstm", "gru", "stacked", "bidirectional"):
+        assert a in archs
+    rows = set(rb.coverage())
+    for a in ("rnn", "lstm", "gru"):
+        for op in ("init_params", "forward", "backward", "rtrl"):
+            assert (a, op, "numpy") in rows
+    assert ("stacked", "forward", "*") in rows
+    table = rb.coverage_table()
+    assert table.splitlines()[0].startswith("| architecture | numpy | numba | cupy |")
+    assert "| lstm | forward, backward, rtrl |" in table
+
+
+def test_precedence(monkeypatch):
+    monkeypatch.delenv("RNNBOOK_BACKEND", raising=False)
+    assert rb.current_backend() == "numpy"
+    monkeypatch.setenv("RNNBOOK_BACKEND", "numba")
+    assert rb.current_backend() == "numba"
+    with rb.use_backend("numpy"):
+        assert rb.current_backend() == "numpy"                 # context beats the environment
+        assert rb.current_backend("numba") == "numba"          # explicit beats the context
+    assert rb.current_backend() == "numba"
+
+
+def test_missing_implementation_names_the_alternatives():
+    with pytest.raises(dispatch.NotImplementedForBackendError, match="'stacked' has no 'rtrl'"):
+        rb.rtrl("stacked", {}, np.zeros((1, 1, 1)), np.zeros((1, 1, 1)), cell="lstm")
+    dispatch.register("_test_only", "forward", "numpy", lambda p, x, s, **o: (x, (), {}))
+    try:
+        if "numba" in rb.available_backends():
+            with pytest.raises(dispatch.NotImplementedForBackendError, match=r"backends that have it: \['numpy'\]"):
+                rb.forward("_test_only", {}, np.zeros((1, 1, 1)), backend="numba")
+        y, _, cache = rb.forward("_test_only", {}, np.ones((1, 1, 1)))
+        assert cache["backend"] == "numpy" and y.sum() == 1
+    finally:
+        dispatch._registry.pop(("_test_only", "forward"))
+
+
+def test_backward_uses_the_backend_of_the_cache():
+    p = rb.init_params("gru", 2, 3)
+    y, _, cache = rb.forward("gru", p, np.ones((2, 1, 2)), backend="numpy")
+    assert cache["backend"] == "numpy"
+    with rb.use_backend("numpy"):
+        rb.backward("gru", p, cache, np.ones_like(y))
+    with pytest.raises(ValueError, match="same backend"):
+        rb.backward("gru", p, cache, np.ones_like(y), backend="numba" if cache["backend"] != "numba" else "numpy")
+
+
+def test_register_rejects_nonsense():
+    with pytest.raises(ValueError, match="operation"):
+        dispatch.register("x", "fly", "numpy", print)
+    with pytest.raises(ValueError, match="backend"):
+        dispatch.register("x", "forward", "tpu", print)
