@@ -17,12 +17,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import dispatch
-from .arrays import tree_map
+from .arrays import array_module, tree_map
 from .data import CharVocab, char_batches, load_text
 from .losses import softmax_cross_entropy
 from .model import SequenceModel
 from .optim import Adam
 from .plots import plot_loss
+from .train import train
 
 DEFAULTS = dict(cell="lstm", backend=None, steps=2000, hidden=128, embed=32, seq_len=64, batch=32, lr=5e-3,
                 clip=5.0, seed=0, sample_every=500, sample_len=160, temperature=0.7, out="rnnbook-demo",
@@ -36,7 +37,7 @@ def run_demo(**kwargs) -> dict:
         raise TypeError(f"unknown demo option(s) {sorted(unknown)}; options: {sorted(DEFAULTS)}")
     cfg = {**DEFAULTS, **kwargs}
     backend = dispatch.current_backend(cfg["backend"])
-    dispatch._require_available(backend)
+    dispatch.require_available(backend)
     dtype = np.dtype(cfg["dtype"])
 
     text = load_text("tinyshakespeare", cfg["max_chars"])
@@ -60,9 +61,7 @@ def run_demo(**kwargs) -> dict:
     def step_fn(p, step):
         inputs, targets = next(batches)
         logits, state, cache = model.forward(p, inputs, carry["state"])
-        xp = type(logits).__module__.split(".")[0]
-        loss, dlogits = softmax_cross_entropy(logits, targets if xp == "numpy" else
-                                              __import__(xp).asarray(targets))
+        loss, dlogits = softmax_cross_entropy(logits, array_module(logits).asarray(targets))
         grads = model.backward(p, cache, dlogits)
         carry["state"] = tree_map(lambda a: a.copy(), state)   # truncated BPTT: keep the state, not the graph
         return loss, grads
@@ -74,7 +73,7 @@ def run_demo(**kwargs) -> dict:
         tqdm.write(f"\n{bar}\nstep {step + 1}, loss {history.smoothed()[-1]:.3f}:\n{s}\n{bar}")
 
     t0 = time.perf_counter()
-    history = __import__("rnnbook.train", fromlist=["train"]).train(
+    history = train(
         step_fn, params, Adam(lr=cfg["lr"]), cfg["steps"], clip_norm=cfg["clip"], progress=cfg["progress"],
         desc=f"{cfg['cell']} on {backend}", callback=show_sample, callback_every=cfg["sample_every"])
     seconds = time.perf_counter() - t0

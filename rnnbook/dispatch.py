@@ -121,7 +121,7 @@ def current_backend(backend: str | None = None) -> str:
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[str]:
     """Context manager: calls inside use ``name`` unless they pass ``backend=`` themselves."""
-    _require_available(_check_backend_name(name))
+    require_available(_check_backend_name(name))
     stack = getattr(_context, "stack", None)
     if stack is None:
         stack = _context.stack = []
@@ -132,7 +132,8 @@ def use_backend(name: str) -> Iterator[str]:
         stack.pop()
 
 
-def _require_available(backend: str) -> None:
+def require_available(backend: str) -> None:
+    """Raise ``BackendUnavailableError`` (saying why) unless ``backend`` can run here."""
     _load(backend)
     if backend in _unavailable:
         raise BackendUnavailableError(f"backend {backend!r} cannot run here: {_unavailable[backend]}")
@@ -190,7 +191,7 @@ def lookup(architecture: str, operation: str, backend: str | None = None) -> tup
     if not isinstance(architecture, str) or not any(a == architecture for a, _ in _registry):
         raise ValueError(
             f"unknown architecture {architecture!r}; registered architectures: {architectures()}")
-    _require_available(name)
+    require_available(name)
     impls = _registry.get((architecture, operation), {})
     if name in impls:
         return impls[name], name
