@@ -97,9 +97,13 @@ def nvrtc_version(lib) -> str:
     return f"{major.value}.{minor.value}"
 
 
-def compile_nvrtc(lib, source_name: str, arch: str, extra_options=()) -> Result:
-    """Compile one .cu file (headers inlined) with every name expression it defines."""
-    code = sources.read_source(source_name).encode()
+def compile_nvrtc(lib, source_name: str, arch: str, extra_options=(), code: str | None = None) -> Result:
+    """Compile one .cu file (headers inlined) with every name expression it defines.
+
+    ``code`` replaces the file's text (the tests use it to show that a broken
+    kernel fails the check).
+    """
+    code = (sources.read_source(source_name) if code is None else code).encode()
     names = sources.names_in(source_name)
     prog = ctypes.c_void_p()
     _check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), code, source_name.encode(), 0, None, None))
@@ -138,16 +142,16 @@ _USED = re.compile(r"Used (\d+) registers.*")
 
 
 def _resources(log: str, lowered: dict) -> dict:
-    """Registers/shared memory per kernel from the assembler's ``-v`` report."""
+    """Registers, stack and spills per kernel from the assembler's ``-v`` report."""
     out, current = {}, None
     for line in log.splitlines():
         m = _FUNC.search(line)
         if m:
             current = lowered.get(m.group(1), m.group(1))
-        elif current and "Used" in line and "registers" in line:
-            out[current] = line.split("info    :")[-1].strip()
-        elif current and "spill" in line and current in out:
-            out[current] += "; " + line.split("info    :")[-1].strip()
+            out[current] = ""
+        elif current and ("spill" in line or ("Used" in line and "registers" in line)):
+            text = line.split(":", 1)[-1] if "info" in line else line.split(".", 1)[-1]
+            out[current] = "; ".join(p for p in (out[current], text.strip()) if p)
     return out
 
 
@@ -159,10 +163,10 @@ def find_nvcc():
     return None
 
 
-def compile_nvcc(nvcc: str, source_name: str, arch: str) -> Result:
+def compile_nvcc(nvcc: str, source_name: str, arch: str, code: str | None = None) -> Result:
     """Compile with nvcc: explicit instantiations are generated from the catalogue."""
     names = sources.names_in(source_name)
-    code = sources.read_source(source_name)
+    code = sources.read_source(source_name) if code is None else code
     # nvcc has no name expressions; instantiate each template explicitly instead
     inst = []
     for n in names:

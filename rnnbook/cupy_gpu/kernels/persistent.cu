@@ -217,7 +217,7 @@ __global__ void persistent_backward(const T* __restrict__ W_hh, const T* __restr
     const int Hh = H / heads, head = blockIdx.y, GHh = G * Hh;
     const int unit0 = blockIdx.x * U, Ue = rnn_min(U, Hh - unit0);
     const int b0 = blockIdx.z * Bt, nb = rnn_min(Bt, B - b0);
-    const size_t GH = (size_t)G * H, BH = (size_t)B * H;
+    const size_t GH = (size_t)G * H;
     unsigned int* counter = counters + head * gridDim.z + blockIdx.z;
     unsigned int epoch = 0;
     // columns of the recurrent product: all G gate rows of our head (r,z only for GRU-before)
