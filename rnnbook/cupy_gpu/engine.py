@@ -129,12 +129,13 @@ def forward(launcher, cell, params, x, state0, options):
     opts, (T, B, D, H), dtype, state0 = checks.check_forward_call(cell, params, x, state0, cell_opts)
     cid = cell_id(cell.NAME, opts)
     G, S = sources.GATES[cid], sources.CACHE_SLOTS[cid]
+    params = {k: xp.asarray(v) for k, v in params.items()}       # NumPy in: copied to the device once
     W_ih, W_hh, b, b_hh = _unpack(cid, params)
     check_heads(xp, W_hh, G, H, heads)
-    x = xp.ascontiguousarray(x)
+    x = xp.ascontiguousarray(xp.asarray(x))
     if state0 is None:
         state0 = tuple(xp.zeros((B, H), dtype) for _ in cell.STATE_NAMES)
-    state0 = tuple(xp.ascontiguousarray(s) for s in state0)
+    state0 = tuple(xp.ascontiguousarray(xp.asarray(s)) for s in state0)
     h0 = state0[0]
     c0 = state0[1] if cid == 2 else None
 
@@ -293,9 +294,11 @@ def backward(launcher, cell, params, cache, dy, dstate, window):
     dstate = checks.check_backward_call(cell, cache["shape"], dtype, dy, dstate, len(cell.STATE_NAMES))
     cid = cache["cell_id"]
     G = sources.GATES[cid]
+    params = {k: xp.asarray(v) for k, v in params.items()}
     W_ih, W_hh, _, _ = _unpack(cid, params)
     W_hh = xp.ascontiguousarray(W_hh)
-    dy = xp.ascontiguousarray(dy)
+    dy = xp.ascontiguousarray(xp.asarray(dy))
+    dstate = None if dstate is None else tuple(xp.asarray(d) for d in dstate)
     zeros = lambda: xp.zeros((B, H), dtype)  # noqa: E731
     dh_T = zeros() if dstate is None else xp.array(dstate[0], dtype=dtype, copy=True)
     dc_T = (zeros() if dstate is None else xp.array(dstate[1], dtype=dtype, copy=True)) if cid == 2 else None
