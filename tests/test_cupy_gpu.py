@@ -40,7 +40,10 @@ def rel(a, b):
 
 def _problem(cell, opts, T, B, D, H, seed, heads=1):
     rng = np.random.default_rng(seed)
-    p = {k: rng.uniform(-0.5, 0.5, s) for k, s in cell.param_shapes(D, H, **opts).items()}
+    # weights at PyTorch's scale U(-1/sqrt(H), 1/sqrt(H)) keep the recurrence contractive, so that
+    # float32 rounding of the inputs is not amplified over many steps; biases large and nonzero
+    scale = {k: (0.5 if k.startswith("b") else 1 / np.sqrt(H)) for k in cell.param_shapes(D, H, **opts)}
+    p = {k: rng.uniform(-scale[k], scale[k], s) for k, s in cell.param_shapes(D, H, **opts).items()}
     if heads > 1:
         p["W_hh"] = p["W_hh"] * engine.head_mask(np, p["W_hh"].shape[0] // H, H, heads, np.float64)
     x = rng.standard_normal((T, B, D))
@@ -94,7 +97,7 @@ def test_persistent_equals_alternating_at_size(arch, cell, opts):
         y, st, cache = rb.forward(arch, p, x, backend="cupy", impl=impl, **opts)
         out[impl] = (y, rb.backward(arch, p, cache, dy))
     (ya, ga), (yp, gp) = out["alternating"], out["persistent"]
-    assert rel(yp.get(), ya.get()) < 1e-12
+    assert rel(yp.get(), ya.get()) < 1e-10
     for k in list(p) + ["x"]:
         assert rel(gp[k].get(), ga[k].get()) < 1e-10, k
 
