@@ -47,6 +47,8 @@ import math
 
 import numpy as np
 
+from .arrays import to_numpy
+
 DEFAULT_EPS = {2: 1e-6, 4: 1e-4}
 DEFAULT_FLOOR = 1e-12
 DEFAULT_TOL = 1e-6
@@ -156,7 +158,7 @@ def numerical_gradient(loss: Callable[[], float], array: np.ndarray, eps: float 
 
 
 def _entry(name, analytic, numeric, floor, noise) -> Entry:
-    analytic = np.asarray(analytic, np.float64)
+    analytic = np.asarray(to_numpy(analytic), np.float64)
     if analytic.shape != numeric.shape:
         raise ValueError(f"analytic gradient for {name!r} has shape {analytic.shape}, "
                          f"expected {numeric.shape}")
@@ -172,7 +174,7 @@ def _entry(name, analytic, numeric, floor, noise) -> Entry:
 
 def _contract(out, upstream) -> float:
     outs = out if isinstance(out, (tuple, list)) else (out,)
-    return math.fsum(math.fsum((np.asarray(o, np.float64) * g).ravel()) for o, g in zip(outs, upstream))
+    return math.fsum(math.fsum((np.asarray(to_numpy(o), np.float64) * g).ravel()) for o, g in zip(outs, upstream))
 
 
 def check_function(f: Callable[[dict], object], inputs: dict, grad_fn: Callable[[dict, object], dict],
@@ -190,14 +192,15 @@ def check_function(f: Callable[[dict], object], inputs: dict, grad_fn: Callable[
         raise TypeError(f"inputs must be a dict of arrays, got {type(inputs).__name__}")
     if order not in DEFAULT_EPS:
         raise ValueError(f"order must be 2 or 4, got {order!r}")
-    inputs = {k: np.array(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f" else v
+    inputs = {k: np.array(to_numpy(v), dtype=np.float64) if np.asarray(to_numpy(v)).dtype.kind == "f" else v
               for k, v in inputs.items()}
     out = f(inputs)
     rng = np.random.default_rng(seed)
     outs = out if isinstance(out, (tuple, list)) else (out,)
-    upstream = tuple(rng.standard_normal(np.shape(o)) for o in outs)
+    upstream = tuple(rng.standard_normal(tuple(o.shape) if hasattr(o, 'shape') else ()) for o in outs)
     analytic = grad_fn(inputs, upstream if isinstance(out, (tuple, list)) else upstream[0])
-    scale = math.fsum(math.fsum(np.abs(np.asarray(o, np.float64) * g).ravel()) for o, g in zip(outs, upstream))
+    scale = math.fsum(math.fsum(np.abs(np.asarray(to_numpy(o), np.float64) * g).ravel())
+                      for o, g in zip(outs, upstream))
     noise = rounding_noise(scale, DEFAULT_EPS[order] if eps is None else eps, order)
     if not isinstance(analytic, dict):
         raise TypeError(f"grad_fn must return a dict {{name: gradient}}, got {type(analytic).__name__}")
@@ -217,7 +220,9 @@ def check_architecture(architecture: str, params: dict, x, state0=None, backend=
                        check_state=True, **options) -> Report:
     """Gradient-check ``rnnbook.backward`` for ``architecture`` (any backend) in float64.
 
-    Checks every parameter, the input ``x`` and each array of the initial state,
+    Inputs are NumPy float64 copies (a GPU backend moves them to the device itself);
+    results are brought back with ``to_numpy``.  Checks every parameter, the input
+    ``x`` and each array of the initial state,
     with random ``dy`` and a random gradient on the final state.  With ``window``
     the truncated gradient is checked instead (only meaningful for ``window >= T``).
     """
@@ -228,7 +233,7 @@ def check_architecture(architecture: str, params: dict, x, state0=None, backend=
     x = to64(x)
     y, state, _ = dispatch.forward(architecture, params, x, state0, backend=backend, **options)
     if state0 is None:
-        state0 = tuple(np.zeros_like(np.asarray(s, np.float64)) for s in state)
+        state0 = tuple(np.zeros(s.shape) for s in state)
     state0 = tuple(to64(s) for s in state0)
     inputs = {**{f"params.{k}": v for k, v in params.items()}, "x": x,
               **{f"state0[{i}]": s for i, s in enumerate(state0)}}
@@ -237,7 +242,7 @@ def check_architecture(architecture: str, params: dict, x, state0=None, backend=
         p = {k[len("params."):]: v for k, v in inp.items() if k.startswith("params.")}
         s0 = tuple(inp[f"state0[{i}]"] for i in range(len(state0)))
         y, state, _ = dispatch.forward(architecture, p, inp["x"], s0, backend=backend, **options)
-        return (np.asarray(y),) + tuple(np.asarray(s) for s in state) if check_state else np.asarray(y)
+        return (to_numpy(y),) + tuple(to_numpy(s) for s in state) if check_state else to_numpy(y)
 
     def grad_fn(inp, upstream):
         dy, dstate = (upstream[0], tuple(upstream[1:])) if check_state else (upstream, None)
@@ -245,9 +250,9 @@ def check_architecture(architecture: str, params: dict, x, state0=None, backend=
         s0 = tuple(inp[f"state0[{i}]"] for i in range(len(state0)))
         _, _, cache = dispatch.forward(architecture, p, inp["x"], s0, backend=backend, **options)
         g = dispatch.backward(architecture, p, cache, dy, dstate, window=window)
-        out = {f"params.{k}": g[k] for k in p}
-        out["x"] = g["x"]
-        out.update({f"state0[{i}]": s for i, s in enumerate(g["state0"])})
+        out = {f"params.{k}": to_numpy(g[k]) for k in p}
+        out["x"] = to_numpy(g["x"])
+        out.update({f"state0[{i}]": to_numpy(s) for i, s in enumerate(g["state0"])})
         return out
 
     return check_function(f, inputs, grad_fn, seed=seed, eps=eps, order=order, floor=floor)
