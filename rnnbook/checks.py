@@ -123,11 +123,23 @@ def hidden_size_from(params, name: str, axis: int, architecture: str) -> int:
     return int(w.shape[axis])
 
 
+def state_names(cell, options) -> tuple:
+    """The names of a cell's state arrays under ``options``.
+
+    Most cells have a fixed ``STATE_NAMES``; a cell whose state depends on its
+    options (an LSTM with gate recurrence carries its gates) defines
+    ``state_names(**options)`` instead.
+    """
+    fn = getattr(cell, "state_names", None)
+    return tuple(fn(**options)) if fn is not None else tuple(cell.STATE_NAMES)
+
+
 def check_forward_call(cell, params, x, state0, options):
     """Validate a ``forward`` call against a cell's spec module.
 
-    The spec module provides ``NAME``, ``OPTIONS``, ``STATE_NAMES``,
-    ``hidden_size(params)`` and ``param_shapes(D, H, **options)``.
+    The spec module provides ``NAME``, ``OPTIONS``, ``STATE_NAMES`` (or
+    ``state_names(**options)``), ``hidden_size(params)`` and
+    ``param_shapes(D, H, **options)``.
     Returns ``(options, (T, B, D, H), dtype, state0)`` with ``state0`` a tuple
     (``None`` when the caller passed ``None``).
     """
@@ -138,17 +150,38 @@ def check_forward_call(cell, params, x, state0, options):
     dtype = check_params(params, cell.param_shapes(D, H, **opts), cell.NAME)
     check_float_array(x, "x", dtype=dtype)
     if state0 is not None:
-        state0 = check_state(state0, tuple((B, H) for _ in cell.STATE_NAMES), cell.STATE_NAMES, dtype)
+        names = state_names(cell, opts)
+        state0 = check_state(state0, tuple((B, H) for _ in names), names, dtype)
     return opts, (T, B, D, H), dtype, state0
 
 
-def check_backward_call(cell, cache_shape, dtype, dy, dstate, n_state):
-    """``dy`` must match the outputs ``(T, B, H)``; ``dstate`` (or ``None``) the final state."""
+def check_backward_call(cell, cache_shape, dtype, dy, dstate, names):
+    """``dy`` must match the outputs ``(T, B, H)``; ``dstate`` (or ``None``) the final state.
+
+    ``names`` are the state arrays' names (or just their number).
+    """
+    if isinstance(names, int):
+        names = tuple(cell.STATE_NAMES[:names]) if names <= len(cell.STATE_NAMES) else tuple(range(names))
     T, B, H = cache_shape
     check_float_array(dy, "dy", ndim=3, dtype=dtype)
     if tuple(dy.shape) != (T, B, H):
         raise ValueError(f"dy must have the shape of the outputs {(T, B, H)}, got {_describe(dy)}")
     if dstate is not None:
-        dstate = check_state(dstate, tuple((B, H) for _ in range(n_state)), cell.STATE_NAMES, dtype,
+        dstate = check_state(dstate, tuple((B, H) for _ in names), tuple(map(str, names)), dtype,
                              what="dstate")
     return dstate
+
+
+def non_default_options(cell, options) -> dict:
+    """The options that differ from the cell's defaults (the first allowed value of each)."""
+    return {k: v for k, v in options.items() if k in cell.OPTIONS and v != cell.OPTIONS[k][0]}
+
+
+def require_default_options(cell, options, backend: str) -> None:
+    """A backend that implements only a cell's default form refuses the other forms clearly."""
+    extra = non_default_options(cell, options)
+    if extra:
+        from .dispatch import NotImplementedForBackendError
+        raise NotImplementedForBackendError(
+            f"backend {backend!r} implements {cell.NAME!r} only with its default options; "
+            f"{extra} are implemented on backend 'numpy'")

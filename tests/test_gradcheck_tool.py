@@ -75,8 +75,8 @@ def test_detects_planted_gate_bug(monkeypatch, rng=np.random.default_rng(3)):
     original = lstm.step_backward
 
     def buggy(p, cache, dstate):
-        x_t, h_prev, c_prev, i, f, g, o, tc = cache
-        return original(p, (x_t, h_prev, -c_prev, i, f, g, o, tc), dstate)   # df = dc * (-c_prev)
+        x_t, h_prev, c_prev, a_prev, *rest = cache
+        return original(p, (x_t, h_prev, -c_prev, a_prev, *rest), dstate)   # df = dc * (-c_prev)
 
     monkeypatch.setattr(lstm, "step_backward", buggy)
     rep = gradcheck.check_architecture("lstm", params, x)

@@ -127,6 +127,8 @@ def forward(launcher, cell, params, x, state0, options):
     xp = launcher.xp
     cell_opts, impl, heads, tuning = split_backend_options(options)
     opts, (T, B, D, H), dtype, state0 = checks.check_forward_call(cell, params, x, state0, cell_opts)
+    if cell.NAME == "lstm":
+        checks.require_default_options(cell, opts, "cupy")       # the kernels know the PyTorch LSTM only
     cid = cell_id(cell.NAME, opts)
     G, S = sources.GATES[cid], sources.CACHE_SLOTS[cid]
     params = {k: xp.asarray(v) for k, v in params.items()}       # NumPy in: copied to the device once
@@ -134,7 +136,7 @@ def forward(launcher, cell, params, x, state0, options):
     check_heads(xp, W_hh, G, H, heads)
     x = xp.ascontiguousarray(xp.asarray(x))
     if state0 is None:
-        state0 = tuple(xp.zeros((B, H), dtype) for _ in cell.STATE_NAMES)
+        state0 = tuple(xp.zeros((B, H), dtype) for _ in checks.state_names(cell, opts))
     state0 = tuple(xp.ascontiguousarray(xp.asarray(s)) for s in state0)
     h0 = state0[0]
     c0 = state0[1] if cid == 2 else None
@@ -291,7 +293,7 @@ def backward(launcher, cell, params, cache, dy, dstate, window):
     xp = launcher.xp
     T, B, H = cache["shape"]
     dtype = cache["dtype"]
-    dstate = checks.check_backward_call(cell, cache["shape"], dtype, dy, dstate, len(cell.STATE_NAMES))
+    dstate = checks.check_backward_call(cell, cache["shape"], dtype, dy, dstate, cell.STATE_NAMES)
     cid = cache["cell_id"]
     G = sources.GATES[cid]
     params = {k: xp.asarray(v) for k, v in params.items()}

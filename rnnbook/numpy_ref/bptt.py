@@ -21,14 +21,15 @@ so that ``k >= T`` reproducing full BPTT is a real check and not the same code.
 """
 import numpy as np
 
-from ..checks import check_backward_call, check_forward_call, check_window
+from ..checks import check_backward_call, check_forward_call, check_window, state_names
 
 
 def forward(cell, params, x, state0=None, **options):
     """Unroll ``cell`` over ``x`` ``(T, B, D)``.  Returns ``(y (T, B, H), final state, cache)``."""
     opts, (T, B, D, H), dtype, state0 = check_forward_call(cell, params, x, state0, options)
+    names = state_names(cell, opts)
     if state0 is None:
-        state0 = tuple(np.zeros((B, H), dtype) for _ in cell.STATE_NAMES)
+        state0 = tuple(np.zeros((B, H), dtype) for _ in names)
     y = np.empty((T, B, H), dtype)
     steps = []                           # one step cache per time step
     state = state0
@@ -36,7 +37,7 @@ def forward(cell, params, x, state0=None, **options):
         state, step_cache = cell.step_forward(params, x[t], state, **opts)
         y[t] = state[0]
         steps.append(step_cache)
-    cache = {"x": x, "state0": state0, "steps": steps, "options": opts,
+    cache = {"x": x, "state0": state0, "steps": steps, "options": opts, "state_names": names,
              "shape": (T, B, H), "dtype": dtype}
     return y, state, cache
 
@@ -51,13 +52,14 @@ def backward(cell, params, cache, dy, dstate=None, window=None):
     ``window=None`` is full BPTT in one backward sweep; ``window=k`` is BPTT(k).
     """
     T, B, H = cache["shape"]
-    dstate = check_backward_call(cell, cache["shape"], cache["dtype"], dy, dstate, len(cell.STATE_NAMES))
+    names = cache["state_names"]
+    dstate = check_backward_call(cell, cache["shape"], cache["dtype"], dy, dstate, names)
     if window is not None:
         return _backward_windowed(cell, params, cache, dy, dstate, check_window(window, T))
     grads = _zeros_like_params(params)
     dx = np.zeros_like(cache["x"])
     # δ_{T-1}: only what flows in from the final state so far; dy_t is added at each step
-    delta = tuple(np.zeros((B, H), cache["dtype"]) for _ in cell.STATE_NAMES) if dstate is None else dstate
+    delta = tuple(np.zeros((B, H), cache["dtype"]) for _ in names) if dstate is None else dstate
     for t in reversed(range(T)):
         delta = (delta[0] + dy[t],) + tuple(delta[1:])          # y_t = h_t = s_t[0]
         dx[t], delta, dparams = cell.step_backward(params, cache["steps"][t], delta)
@@ -73,10 +75,11 @@ def _backward_windowed(cell, params, cache, dy, dstate, k):
     T, B, H = cache["shape"]
     grads = _zeros_like_params(params)
     dx = np.zeros_like(cache["x"])
-    dstate0 = [np.zeros((B, H), cache["dtype"]) for _ in cell.STATE_NAMES]
+    names = cache["state_names"]
+    dstate0 = [np.zeros((B, H), cache["dtype"]) for _ in names]
     for s in range(T):
         # the error injected at step s: dy_s on h, plus dstate on the final state
-        inject = [np.zeros((B, H), cache["dtype"]) for _ in cell.STATE_NAMES]
+        inject = [np.zeros((B, H), cache["dtype"]) for _ in names]
         inject[0] = inject[0] + dy[s]
         if s == T - 1 and dstate is not None:
             inject = [a + b for a, b in zip(inject, dstate)]

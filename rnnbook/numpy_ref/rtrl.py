@@ -26,14 +26,15 @@ with the state flattened as ``s = concat(state)``.
 """
 import numpy as np
 
-from ..checks import check_backward_call, check_forward_call
+from ..checks import check_backward_call, check_forward_call, state_names
 
 
 def rtrl(cell, params, x, dy, state0=None, dstate=None, **options):
     """Same dict as ``bptt.backward``: every parameter, ``"x"`` and ``"state0"``."""
     opts, (T, B, D, H), dtype, state0 = check_forward_call(cell, params, x, state0, options)
-    n = len(cell.STATE_NAMES)
-    dstate = check_backward_call(cell, (T, B, H), dtype, dy, dstate, n)
+    names = state_names(cell, opts)
+    n = len(names)
+    dstate = check_backward_call(cell, (T, B, H), dtype, dy, dstate, names)
     S = n * H
     state = state0 if state0 is not None else tuple(np.zeros((B, H), dtype) for _ in range(n))
 
