@@ -89,6 +89,8 @@ def test_curricula_heads_and_growth():
         assert single.callback(step, p) is True
     assert single.n == 5 and single.ns == (5,) and single.solved == 4
     assert sorted(k for k in p if not k.startswith("core.")) == ["head.W", "head.b"]   # still one head
+    acc = single.evaluate(p, ns=(2, 3, 5))                          # the one head answers for any N
+    assert set(acc) == {2, 3, 5} and all(0 <= a <= 1 for a in acc.values())
 
     multi = MultiNCurriculum(hidden_size=4, eval_size=16, threshold=-1.0, n_max=4)
     p = multi.init_params(seed=0)
@@ -97,6 +99,8 @@ def test_curricula_heads_and_growth():
     assert multi.n == 4 and multi.ns == (2, 3, 4)                                  # n_max caps the growth
     assert {k.split(".")[0] for k in p if not k.startswith("core.")} == {"head2", "head3", "head4"}
     assert [r.advanced for r in multi.log] == [True, True, False, False, False]
+    with pytest.raises(ValueError, match=r"no read-out head for N = \[5\]"):
+        multi.evaluate(p, ns=(2, 5))
     loss, grads = multi.step_fn(p, 0)
     assert set(grads) == set(p) and np.isfinite(loss)
 

@@ -230,19 +230,23 @@ class _Curriculum:
         return params
 
     # -------------------------------------------------------------- loss and gradients
-    def batch(self, seed, size=None):
-        """A bit stream for the current ``N``: ``(bits (T, B), {N: (targets, mask)})``."""
-        rng = np.random.default_rng(seed)
-        low, high = default_length_range(self.n)
-        bits = random_bits(size or self.batch_size, int(rng.integers(low, high)), seed=rng.integers(2**63))
-        return bits, {n: task_targets(self.task, bits, n, self.readout) for n in self.ns}
+    def batch(self, seed, size=None, ns=None):
+        """A bit stream long enough for the current ``N``: ``(bits (T, B), {N: (targets, mask)})``.
 
-    def _forward(self, params, bits):
+        ``ns`` chooses the ``N`` to answer (default: the trained ones, ``self.ns``).
+        """
+        ns = self.ns if ns is None else tuple(ns)
+        rng = np.random.default_rng(seed)
+        low, high = default_length_range(max((self.n,) + ns))
+        bits = random_bits(size or self.batch_size, int(rng.integers(low, high)), seed=rng.integers(2**63))
+        return bits, {n: task_targets(self.task, bits, n, self.readout) for n in ns}
+
+    def _forward(self, params, bits, ns=None):
         core = {k[5:]: v for k, v in params.items() if k.startswith("core.")}
         x = bits_to_inputs(bits, self._dtype)
         h, _, cache = dispatch.forward(self.cell, core, x, backend=self.backend, **self.cell_options)
         logits = {}
-        for n in self.ns:
+        for n in self.ns if ns is None else ns:
             head = self.head_name(n)
             logits[n] = linear.forward({"W": params[f"{head}.W"], "b": params[f"{head}.b"]}, h)
         return core, h, cache, logits
@@ -270,13 +274,22 @@ class _Curriculum:
         return self.loss_and_grads(params, bits, answers)
 
     # -------------------------------------------------------------- evaluation and growth
-    def evaluate(self, params, seed=None) -> dict:
-        """Accuracy of every trained head on ``eval_size`` fresh sequences: ``{N: accuracy}``."""
+    def evaluate(self, params, seed=None, ns=None) -> dict:
+        """Accuracy on ``eval_size`` fresh sequences: ``{N: accuracy}`` for every trained head.
+
+        ``ns`` asks about other ``N`` instead: the single head answers for any ``N``
+        (what it still knows of an earlier ``N`` shows the forgetting); a multi-head
+        network can be asked only about ``N`` that have a head.
+        """
+        ns = self.ns if ns is None else tuple(ns)
+        missing = [n for n in ns if f"{self.head_name(n)}.W" not in params]
+        if missing:
+            raise ValueError(f"no read-out head for N = {missing}; heads exist for N = {list(self.ns)}")
         bits, answers = self.batch(seed=(self.seed, 10**9, len(self.log)) if seed is None else seed,
-                                   size=self.eval_size)
-        _, _, _, logits = self._forward(params, bits)
+                                   size=self.eval_size, ns=ns)
+        _, _, _, logits = self._forward(params, bits, ns)
         accuracy = {}
-        for n in self.ns:
+        for n in ns:
             targets, mask = answers[n]
             predicted = logits[n][0].argmax(axis=-1)
             accuracy[n] = float(((predicted == targets) * mask).sum() / mask.sum())
