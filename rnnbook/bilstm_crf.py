@@ -52,7 +52,7 @@ class BiLSTMCRF:
     """A BiLSTM-CRF tagger over integer tokens ``(T, B)`` and tags ``0 … num_tags-1``.
 
     ``cell`` may be any registered recurrent cell (``"lstm"`` is the paper's);
-    ``backend`` chooses where the recurrent part runs.
+    ``backend`` chooses where the recurrent part runs (a CPU backend: the rest is NumPy).
     """
 
     def __init__(self, vocab_size, num_tags, embed_dim=16, hidden_size=16, cell="lstm", backend=None,
@@ -65,6 +65,9 @@ class BiLSTMCRF:
         self.embed_dim, self.hidden_size = int(embed_dim), int(hidden_size)
         self.cell, self.cell_options = cell, dict(cell_options)
         self.backend = dispatch.current_backend(backend)
+        if self.backend == "cupy":
+            raise ValueError("BiLSTMCRF runs its embedding, emissions and CRF in NumPy; "
+                             "use backend 'numpy' or 'numba' for the recurrent part")
 
     # ------------------------------------------------------------------ parameters
     def init_params(self, seed=0, dtype=np.float64) -> dict:

@@ -265,6 +265,8 @@ def test_bilstm_crf_bad_input():
         model.decode(params, np.zeros((3, 2), np.int64), np.array([[1, 1], [0, 1], [1, 1]]))
     with pytest.raises(ValueError, match="num_tags"):
         BiLSTMCRF(vocab_size=5, num_tags=0)
+    with pytest.raises(ValueError, match="backend 'numpy' or 'numba'"):
+        BiLSTMCRF(vocab_size=5, num_tags=3, backend="cupy")
 
 
 def test_bilstm_crf_learns_to_tag():

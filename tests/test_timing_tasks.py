@@ -72,6 +72,7 @@ def test_bits_to_inputs():
     (lambda: SingleNCurriculum(task="xor"), ValueError, ["task"]),
     (lambda: MultiNCurriculum(n_start=3, n_max=2), ValueError, ["n_max", ">= 3"]),
     (lambda: SingleNCurriculum(threshold="high"), TypeError, ["threshold"]),
+    (lambda: MultiNCurriculum(backend="cupy"), ValueError, ["NumPy", "'numba'"]),
 ])
 def test_bad_input(call, exc, words):
     with pytest.raises(exc) as info:

@@ -45,6 +45,7 @@ The recurrent core is any architecture registered with ``rnnbook.dispatch``
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,7 +180,7 @@ class CurriculumRecord:
     advanced: bool
 
 
-class _Curriculum:
+class _Curriculum(ABC):
     """What both curricula share: the model (core + linear heads), the loss, evaluation and the log."""
 
     def __init__(self, task="parity", cell="leaky", hidden_size=32, n_start=2, n_max=None, threshold=0.98,
@@ -196,24 +197,30 @@ class _Curriculum:
         self.hidden_size = _check_positive_int(hidden_size, "hidden_size")
         self.cell, self.cell_options, self.seed = cell, dict(cell_options), int(seed)
         self.backend = dispatch.current_backend(backend)
+        if self.backend == "cupy":
+            raise ValueError("the curricula build their batches, heads and loss in NumPy; "
+                             "use backend 'numpy' or 'numba' for the recurrent core")
         self.n = self.n_start                     # the largest N trained now
         self.log: list[CurriculumRecord] = []
         self._dtype = np.float64
 
     # -------------------------------------------------------------- what differs between the two
     @property
+    @abstractmethod
     def ns(self) -> tuple:
         """The ``N`` trained right now, one per head."""
-        raise NotImplementedError
 
+    @abstractmethod
     def head_name(self, n) -> str:
-        raise NotImplementedError
+        """The parameter prefix of the head that answers for ``N = n``."""
 
+    @abstractmethod
     def _passed(self, accuracy: dict) -> bool:
-        raise NotImplementedError
+        """Whether the accuracies ``{N: accuracy}`` of one evaluation pass the threshold."""
 
+    @abstractmethod
     def _advance(self, params) -> None:
-        raise NotImplementedError
+        """Move on to the next ``N`` (adding parameters to ``params`` in place if needed)."""
 
     # -------------------------------------------------------------- parameters
     def _new_head(self, seed):
