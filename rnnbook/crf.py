@@ -249,7 +249,7 @@ def nll_loss(params, emissions, tags, mask=None):
 # ------------------------------------------------------------------ decoding
 def viterbi(params, emissions, mask=None):
     """Most probable tags ``(T, B)`` int64 (``-1`` on padding) and their scores ``(B,)``."""
-    mask, lengths = _check_inputs(params, emissions, mask)
+    mask, _ = _check_inputs(params, emissions, mask)
     A = params["transitions"]
     T, B, K = emissions.shape
     delta = params["start"] + emissions[0]                      # best score of a prefix ending in each tag

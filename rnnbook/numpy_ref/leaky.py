@@ -173,8 +173,7 @@ def step_jacobians(params, x_t, state, nonlinearity="leaky_relu", tau_param="sof
     """
     (h,), (x_t, h_prev, f, dphi_a, tau, dtau_dparam, _) = step_forward(params, x_t, state, nonlinearity,
                                                                         tau_param)
-    B, H = h.shape
-    eye = np.eye(H, dtype=h.dtype)
+    eye = np.eye(h.shape[1], dtype=h.dtype)
     dh_da = (dphi_a / tau)[:, :, None] * eye                          # (B, H, H): diagonal
     J_state = (1 - 1 / tau)[:, None] * eye + dh_da @ params["W_hh"]
     J_x = dh_da @ params["W_ih"]

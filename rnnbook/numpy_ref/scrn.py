@@ -156,7 +156,7 @@ def step_jacobians(params, x_t, state, alpha=0.95, nonlinearity="sigmoid"):
         ∂s_i/∂B[k, j] = (1-α) δ_ik x_j            ∂h/∂B = ∂h/∂s · ∂s/∂B = D P · ∂s/∂B
         ∂h/∂{P, A, R} = D ⊗ {s, x, h_prev}        ∂h/∂b = D
     """
-    (h, s), (x_t, h_prev, s, d, _) = step_forward(params, x_t, state, alpha, nonlinearity)
+    (h, _), (x_t, h_prev, s, d, _) = step_forward(params, x_t, state, alpha, nonlinearity)
     N, H = h.shape
     eye = np.eye(H, dtype=h.dtype)
     dh_da = d[:, :, None] * eye                                   # (N, H, H): diagonal
