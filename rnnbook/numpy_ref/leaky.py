@@ -42,6 +42,12 @@ Options: ``nonlinearity`` in ``("leaky_relu", "tanh", "relu")``; the default is
 the paper's leaky ReLU, ``φ(a) = max(a, 0.01 a)`` (PyTorch's slope).  With the
 paper's 0/1 bit inputs it learns N-parity and N-DMS where ``tanh`` units stall at
 chance (see ``rnnbook.data.timing_tasks``).  ``tau_param`` in ``("softplus", "direct")``.
+
+Sources: the update (nonlinearity inside the leak, trainable ``τ`` per neuron
+starting at ``1 + U(0, 1)``, leaky ReLU) follows the paper and its authors'
+released training code; the ``softplus`` parameterisation is this package's
+choice, and the backward pass and RTRL Jacobians are derived here and checked
+against finite differences and against each other (``tests/test_scrn_leaky.py``).
 """
 import sys
 

@@ -53,6 +53,12 @@ Backward of one step, given ``dh_t`` and ``ds_t`` (the errors arriving at
 
 Options: ``alpha`` (any number in [0, 1], default 0.95) and ``nonlinearity``
 in ``("sigmoid", "tanh")``.
+
+Sources: the forward equations are the paper's (written there with column
+vectors, ``s_t = (1-α) B x_t + α s_{t-1}``, ``h_t = σ(P s_t + A x_t + R h_{t-1})``,
+``y_t = f(U h_t + V s_t)``), transposed to this package's row-per-sample layout;
+the backward pass and the RTRL Jacobians are derived here and checked against
+finite differences and against each other (``tests/test_scrn_leaky.py``).
 """
 import numbers
 import sys
