@@ -70,7 +70,7 @@ def test_lstm_cell(dtype):
     h, c = (rng.standard_normal((1, H)).astype(dtype) for _ in range(2))
     z = (x @ p["W_ih"].T + h @ p["W_hh"].T + p["b"])[0]
     (h1, c1), cache = lstm.step_forward(p, x, (h, c))
-    _, _, _, i, f, g, o, tc = cache
+    _, _, _, _, i, f, g, o, _, tc, _ = cache          # (x, h_prev, c_prev, a_prev, i, f, g, o, c, tanh c, options)
     out = emulation.cell_function("lstm_forward", dtype)(z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:], c[0])
     for got, want in zip(out, (i[0], f[0], g[0], o[0], tc[0], c1[0], h1[0])):
         close(got, want, dtype)
