@@ -61,7 +61,11 @@ def cubic_sparsity(step, final_sparsity, begin_step=0, frequency=100, n_updates=
     ``t_0`` and at ``s_f`` after ``t_0 + nΔt``."""
     _check_schedule(final_sparsity, begin_step, frequency, n_updates, initial_sparsity)
     span = n_updates * frequency                                        # n Δt
-    frac = min(max((step - begin_step) / span, 0.0), 1.0)               # (t - t_0)/(nΔt), clamped
+    if step <= begin_step:
+        return float(initial_sparsity)
+    if step >= begin_step + span:
+        return float(final_sparsity)
+    frac = (step - begin_step) / span                                   # (t - t_0)/(nΔt)
     return final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - frac) ** 3
 
 
