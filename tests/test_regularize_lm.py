@@ -79,9 +79,15 @@ def test_regularized_lm_errors():
         RegularizedLM("lstm", 4, vocab_size=5, dropout_hidden=1.0)
     with pytest.raises(TypeError, match="bidirectional"):
         RegularizedLM("lstm", 4, vocab_size=5, bidirectional=True)
-    model = RegularizedLM("lstm", 4, vocab_size=5)
+    model = RegularizedLM("lstm", 4, vocab_size=5, num_layers=2)
+    params = model.init_params()
     with pytest.raises(ValueError, match=r"\(T, B\)"):
-        model.forward(model.init_params(), np.zeros(3, np.int64))
+        model.forward(params, np.zeros(3, np.int64))
+    logits, state, cache = model.forward(params, np.zeros((3, 2), np.int64))
+    with pytest.raises(ValueError, match="dstate"):
+        model.backward(params, cache, np.zeros_like(logits), dstate=state[:3])
+    with pytest.raises(ValueError, match="state0"):
+        model.forward(params, np.zeros((3, 2), np.int64), state0=state[:3])
     with pytest.raises(TypeError, match="unknown option"):
         train_char_lm(hiden_size=8)
     with pytest.raises(ValueError, match="optimizer"):

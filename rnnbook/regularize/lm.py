@@ -163,15 +163,15 @@ class RegularizedLM:
     def backward(self, params, cache, dlogits, dstate=None) -> dict:
         """Gradients for every parameter, by the chain of ``forward`` in reverse."""
         masks, L = cache["masks"], self.num_layers
+        if dstate is not None and (not isinstance(dstate, (tuple, list)) or len(dstate) % L):
+            raise ValueError(f"dstate must be a tuple of the {L} layers' final-state gradients in order")
+        n = None if dstate is None else len(dstate) // L                                             # arrays per layer
         g_out = linear.backward({"W": params["readout.W"], "b": params["readout.b"]}, cache["readout"], dlogits)
         grads = {"readout.W": g_out["W"], "readout.b": g_out["b"]}
         d_x = dropout.backward(masks["output"], g_out["h"])                                          # h = u ⊙ m^out
-        n = None
         for l in reversed(range(L)):
             if l < L - 1:
                 d_x = dropout.backward(masks["hidden"][l], d_x)                                      # x = u ⊙ m^(l)
-            if dstate is not None:
-                n = len(dstate) // L
             ds = None if dstate is None else tuple(dstate[l * n:(l + 1) * n])
             g = dropconnect.backward(self.cell, self._layer_params(params, l), cache["layers"][l], d_x, ds)
             pre = self._layer_prefix(l)
