@@ -4,7 +4,7 @@ A chapter marks the code a student is to write with two comment lines, inside a
 code cell, at the indentation of the code they enclose::
 
     def rnn_step_backward(params, cache, dstate):
-        """..."""                       # the signature and docstring stay
+        '''the docstring'''             # the signature and docstring stay
         # BEGIN SOLUTION 1.1
         x_t, h_prev, dphi_a = cache
         ...
@@ -25,7 +25,9 @@ cells, a region is not empty, and every exercise id is registered with the grade
 """
 from __future__ import annotations
 
+import ast
 import copy
+import json
 import re
 import textwrap
 from dataclasses import dataclass
@@ -120,6 +122,31 @@ def _tasks_for(ids, source_name):
     return {i: registry[i].task for i in ids}
 
 
+def _literal(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)        # a valid Python string literal, in double quotes
+
+
+def stub_lines(exercise: str, task: str, indent: str, width: int = 96) -> list[str]:
+    """The stub that replaces a region: a comment and ``raise ImplementMe(id, task)``, wrapped."""
+    head = f"{indent}raise ImplementMe({_literal(exercise)}, "
+    pieces = textwrap.wrap(task, max(width - len(head), 30), drop_whitespace=False) or [""]
+    lines = [head + _literal(pieces[0])]
+    lines += [" " * len(head) + _literal(piece) for piece in pieces[1:]]
+    lines[-1] += ")"
+    return [indent + STUB_COMMENT.format(id=exercise)] + lines
+
+
+def _statement_end(lines: list[str], start: int) -> int:
+    """Index of the last line of the (possibly multi-line) statement starting at ``lines[start]``."""
+    for end in range(start, len(lines)):
+        try:
+            ast.parse(textwrap.dedent("\n".join(lines[start:end + 1])))
+            return end
+        except SyntaxError:
+            continue
+    return start
+
+
 def student_notebook(nb, source_name: str = "notebook", tasks: dict | None = None):
     """A copy of ``nb`` with every region replaced by a stub and ``solution`` cells dropped."""
     regions = find_regions(nb, source_name)
@@ -136,10 +163,7 @@ def student_notebook(nb, source_name: str = "notebook", tasks: dict | None = Non
         lines = out.cells[ci].source.split("\n")
         for r in reversed(cell_regions):          # from the bottom, so earlier line numbers stay valid
             end = r.line + len(r.body) + 1
-            task = tasks.get(r.exercise, "")
-            stub = [r.indent + STUB_COMMENT.format(id=r.exercise),
-                    r.indent + f"raise ImplementMe({r.exercise!r}, {task!r})"]
-            lines[r.line:end + 1] = stub
+            lines[r.line:end + 1] = stub_lines(r.exercise, tasks.get(r.exercise, ""), r.indent)
         out.cells[ci].source = "\n".join(lines)
     out.cells = [c for c in out.cells if SOLUTION_TAG not in c.get("metadata", {}).get("tags", [])]
     return out
@@ -169,7 +193,7 @@ def paste_solutions(student_nb, answers: dict[str, list], source_name: str = "st
                 used[ex_id] += 1
                 start = i - 1 if i > 0 and lines[i - 1].strip() == STUB_COMMENT.format(id=ex_id) else i
                 new = [(m["indent"] + b) if b.strip() else "" for b in body]
-                lines[start:i + 1] = new
+                lines[start:_statement_end(lines, i) + 1] = new
                 i = start + len(new)
             cell.source = "\n".join(lines)
     unused = {k: len(v) - used[k] for k, v in answers.items() if used[k] != len(v)}
@@ -192,3 +216,64 @@ def build_student(chapter: Path, out_dir: Path, fmt: str = "ipynb") -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return notebooks.write(student, out_dir / chapter.stem, fmt)
+
+
+# --------------------------------------------------------------------------- conventions
+EXERCISE_HEADING = re.compile(r"^#+\s.*\bExercise\s+(\d+\.\d+[a-z]?)\b", re.M)
+
+
+def lint_chapter(path) -> list[str]:
+    """Every way ``path`` breaks the chapter conventions of ``chapters/README.md`` (empty: none)."""
+    from . import grading, notebooks
+    path = Path(path)
+    problems = []
+    m = notebooks.CHAPTER_RE.match(path.name)
+    if not m:
+        return [f"{path.name}: a chapter is named NN_slug.py (two digits, lower-case slug)"]
+    number = int(m["number"])
+    text = path.read_text(encoding="utf-8")
+    if not re.search(r"^# %%", text, re.M):
+        problems.append("not in jupytext's percent format (no '# %%' cells)")
+    try:
+        nb = notebooks.read(path)
+    except notebooks.ChapterError as exc:
+        return problems + [str(exc)]
+    if nb.metadata.get("kernelspec", {}).get("name") != notebooks.KERNEL:
+        problems.append("the header has no python3 kernelspec (copy the header of an existing chapter)")
+    first = nb.cells[0] if nb.cells else None
+    if first is None or first.cell_type != "markdown" or not re.match(rf"#\s+Chapter {number}\b", first.source):
+        problems.append(f"the first cell must be markdown starting with '# Chapter {number} ...'")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    try:
+        regions = find_regions(nb, path.name)
+    except MarkerError as exc:
+        return problems + [str(exc)]
+    marked = {r.exercise for r in regions}
+    registered = {i for i, e in grading.registry().items() if e.chapter == number}
+    for i in sorted(marked - registered):
+        problems.append(f"exercise {i} is marked but not registered with the grader (rnnbook/book/exercises/)")
+    for i in sorted(registered - marked):
+        problems.append(f"exercise {i} is registered but the chapter has no '# BEGIN SOLUTION {i}' region")
+    for i in sorted(marked):
+        if not i.startswith(f"{number}."):
+            problems.append(f"exercise {i} belongs to another chapter (ids are '{number}.k' here)")
+        if not re.search(rf"check\(\s*['\"]{re.escape(i)}['\"]", code):
+            problems.append(f"exercise {i} has no check({i!r}, ...) cell after it")
+    headings = set(EXERCISE_HEADING.findall(markdown))
+    if len(headings) < 2:
+        problems.append(f"a chapter has at least two exercises ('### Exercise {number}.1' headings); found "
+                        f"{sorted(headings) or 'none'}")
+    for i in sorted(marked - headings):
+        problems.append(f"exercise {i} has no 'Exercise {i}' heading in the text")
+    if marked:
+        try:
+            student_notebook(nb, path.name)
+        except MarkerError as exc:
+            problems.append(str(exc))
+    for needle, why in (("pick(", "choose its sizes with rnnbook.book.pick(full=..., small=...)"),
+                        ("gradcheck", "have a gradient check (rnnbook.gradcheck)"),
+                        ("backend_timings(", "end with the backend swap (rnnbook.book.timing.backend_timings)")):
+        if needle not in code:
+            problems.append(f"a chapter must {why}")
+    return problems

@@ -413,6 +413,10 @@ def _keep(node) -> bool:
     if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return True
     if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        names = [t for target in targets for t in (target.elts if isinstance(target, ast.Tuple) else [target])]
+        if not all(isinstance(t, ast.Name) for t in names):      # x[0] = 1 needs x: not a definition
+            return False
         try:
             ast.literal_eval(node.value)
             return True

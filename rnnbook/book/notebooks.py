@@ -133,7 +133,7 @@ def execute(nb_or_path, small: bool = True, timeout: int = 300, cwd=None, allow_
     ``cwd`` defaults to a fresh temporary folder, so a chapter cannot litter the tree.
     """
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     if isinstance(nb_or_path, (str, Path)):
         name = name or Path(nb_or_path).name
@@ -145,11 +145,15 @@ def execute(nb_or_path, small: bool = True, timeout: int = 300, cwd=None, allow_
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rnnbook-chapter-") as tmp:
         client = NotebookClient(nb, timeout=timeout, kernel_name=KERNEL, allow_errors=allow_errors,
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"],
                                 resources={"metadata": {"path": str(cwd or tmp)}})
         try:
             client.execute(env=kernel_env(small, extra_env))
         except CellExecutionError as exc:
             raise ChapterError(f"{name} failed{' at small size' if small else ''}:\n{exc}") from None
+        except (CellTimeoutError, DeadKernelError) as exc:
+            raise ChapterError(f"{name}: {type(exc).__name__} ({exc}); a cell may take at most {timeout} s "
+                               f"(--timeout)") from None
     nb.metadata.setdefault("rnnbook", {})["seconds"] = round(time.perf_counter() - start, 2)
     return nb
 
