@@ -36,6 +36,7 @@
 
 # %%
 import inspect
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -47,6 +48,7 @@ from rnnbook.book import SMALL, ImplementMe, check, pick
 from rnnbook.book.timing import backend_timings
 from rnnbook.numpy_ref import gru
 
+warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm in a kernel without ipywidgets
 print(f"small size: {SMALL}; backends usable here: {rb.available_backends()}")
 
 # %% [markdown]
@@ -243,7 +245,7 @@ for reset_after in (True, False):
     _, _, cache = rb.forward("gru", p, x_small, h0, reset_after=reset_after)
     g_bptt = rb.backward("gru", p, cache, dy)
     g_rtrl = rb.rtrl("gru", p, x_small, dy, h0, reset_after=reset_after)
-    print(f"reset_after={reset_after}: finite differences worst {report.max_error:.1e}; "
+    print(f"reset_after={reset_after}: finite differences worst {max(e.raw_error for e in report.entries):.1e}; "
           f"RTRL vs BPTT {max(np.abs(g_rtrl[k] - g_bptt[k]).max() for k in p):.1e}")
 
 # %% [markdown]
@@ -290,6 +292,7 @@ fig, ax = plt.subplots(figsize=(7, 4))
 for label, (_, _, hist) in runs.items():
     ax.plot(hist.smoothed(), label=f"{label}: {hist.seconds:.0f} s")
 ax.axhline(np.log(len(vocab)), color="k", ls=":", lw=1, label="chance (log V)")
+ax.set_ylim(top=np.log(len(vocab)) + 0.5)
 ax.set(xlabel="step", ylabel="cross-entropy (nats/char, smoothed)", title="GRU on tiny Shakespeare: reset placement")
 ax.grid(alpha=0.3)
 ax.legend()
