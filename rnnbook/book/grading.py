@@ -38,6 +38,7 @@ import pkgutil
 import re
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -104,8 +105,10 @@ def registry() -> dict[str, Exercise]:
     from . import exercises
     for info in pkgutil.iter_modules(exercises.__path__):
         importlib.import_module(f"{exercises.__name__}.{info.name}")
-    return dict(sorted(_REGISTRY.items(), key=lambda kv: tuple(int(p) if p.isdigit() else p
-                                                               for p in re.split(r"[.]", kv[0]))))
+    def order(item):
+        chapter, number, suffix = re.match(r"^(\d+)\.(\d+)([a-z]?)$", item[0]).groups()
+        return int(chapter), int(number), suffix
+    return dict(sorted(_REGISTRY.items(), key=order))
 
 
 def get(exercise_id: str) -> Exercise:
@@ -344,8 +347,7 @@ class Grade:
 @contextlib.contextmanager
 def _time_limit(seconds: float):
     """Stop a runaway answer (an endless loop) after ``seconds`` (Unix main thread; otherwise no limit)."""
-    usable = hasattr(signal, "SIGALRM") and seconds and \
-        __import__("threading").current_thread() is __import__("threading").main_thread()
+    usable = hasattr(signal, "SIGALRM") and seconds and threading.current_thread() is threading.main_thread()
     if not usable:
         yield
         return
