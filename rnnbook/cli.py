@@ -31,6 +31,9 @@ def main(argv=None) -> int:
     sub.add_parser("coverage", help="print which architecture/operation/backend combinations exist")
     sub.add_parser("backends", help="list the backends usable here (and why others are not)")
 
+    from .book.cli import add_parser as add_book_parser
+    add_book_parser(sub)
+
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
@@ -40,6 +43,9 @@ def main(argv=None) -> int:
     elif args.command == "coverage":
         from .dispatch import coverage_table
         print(coverage_table())
+    elif args.command == "book":
+        from .book.cli import run as run_book
+        return run_book(args)
     elif args.command == "backends":
         from .dispatch import available_backends, unavailable_backends
         print("usable here:", ", ".join(available_backends()))
