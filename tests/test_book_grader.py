@@ -3,7 +3,6 @@ exercise is caught and the report names the faulty gate / parameter / term."""
 import dataclasses
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
