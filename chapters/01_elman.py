@@ -46,9 +46,9 @@ import numpy as np
 from IPython.display import display
 
 import rnnbook as rb
-from rnnbook.book import SMALL, ImplementMe, check, pick
+from rnnbook.book import SMALL, ImplementMe, check, pick  # noqa: F401 (ImplementMe: the student edition)
 from rnnbook.book.timing import backend_timings
-from rnnbook.numpy_ref import bptt, lstm, rnn
+from rnnbook.numpy_ref import lstm, rnn
 
 warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm in a kernel without ipywidgets
 print(f"small size: {SMALL}; backends usable here: {rb.available_backends()}")
@@ -512,43 +512,28 @@ for label, hist in runs.items():
 # embedding, the recurrent core and a linear read-out (`rnnbook.model.SequenceModel`),
 # trained with Adam by *stateful truncated BPTT*: the text is read as $B$ parallel
 # streams in chunks of `seq_len` characters, and the final state of one chunk
-# starts the next (Section 1.4). We compare tanh and ReLU units, both with the
+# starts the next (Section 1.4). The loop is `rnnbook.book.experiments.train_char_model`,
+# printed below; later chapters reuse it. We compare tanh and ReLU units, both with the
 # usual initialisation. (The IRNN of Section 1.6 does badly here: with $W_{hh} = I$
 # and the state carried from chunk to chunk, the activity of ReLU units piles up
 # without bound.) A model that knows nothing scores $\log V$ nats per character.
 
 # %%
-from rnnbook.arrays import tree_map
-from rnnbook.data import CharVocab, char_batches, load_text
-from rnnbook.losses import softmax_cross_entropy
-from rnnbook.optim import Adam
+from rnnbook.book.experiments import train_char_model
+from rnnbook.data import CharVocab, load_text
 
 text = load_text(max_chars=pick(full=None, small=20_000))
 vocab = CharVocab(text)
 ids = vocab.encode(text)
 steps_lm, hidden_lm, seq_len, batch = pick(full=(1000, 128, 64, 32), small=(30, 32, 16, 8))
 print(f"{len(text):,} characters, {len(vocab)} symbols: chance is log V = {np.log(len(vocab)):.2f} nats/char")
+print(inspect.getsource(train_char_model))
 
-
-def train_char_model(cell, seed=0, **cell_options):
-    model = SequenceModel(cell, hidden_size=hidden_lm, vocab_size=len(vocab), embed_dim=32, **cell_options)
-    p = model.init_params(seed=seed, dtype=np.float32)          # float32: training speed, not checking
-    batches = char_batches(ids, batch, seq_len)
-    carry = {"state": None}
-
-    def step_fn(p, step):
-        inputs, targets = next(batches)
-        logits, state, cache = model.forward(p, inputs, carry["state"])
-        loss, dlogits = softmax_cross_entropy(logits, targets)
-        carry["state"] = tree_map(np.copy, state)                # keep the state, drop the graph
-        return loss, model.backward(p, cache, dlogits)
-
-    hist = train(step_fn, p, Adam(lr=3e-3), steps_lm, clip_norm=5.0, progress=False)
-    return model, p, hist
-
-
-lm_runs = {"tanh": train_char_model("rnn", nonlinearity="tanh"),
-           "ReLU": train_char_model("rnn", nonlinearity="relu")}
+# %%
+lm_settings = dict(ids=ids, vocab_size=len(vocab), hidden_size=hidden_lm, steps=steps_lm, seq_len=seq_len,
+                   batch=batch)
+lm_runs = {"tanh": train_char_model("rnn", nonlinearity="tanh", **lm_settings),
+           "ReLU": train_char_model("rnn", nonlinearity="relu", **lm_settings)}
 fig, ax = plt.subplots(figsize=(7, 4))
 for label, (_, _, hist) in lm_runs.items():
     ax.plot(hist.smoothed(), label=f"{label} ({hist.seconds:.0f} s)")

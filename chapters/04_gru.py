@@ -44,7 +44,7 @@ from IPython.display import display
 from matplotlib.patches import Rectangle
 
 import rnnbook as rb
-from rnnbook.book import SMALL, ImplementMe, check, pick
+from rnnbook.book import SMALL, ImplementMe, check, pick  # noqa: F401 (ImplementMe: the student edition)
 from rnnbook.book.timing import backend_timings
 from rnnbook.numpy_ref import gru
 
@@ -119,7 +119,8 @@ print(inspect.getsource(gru.step_forward))
 # **Reset before the product.** Write $u = r \odot h_{t-1}$, so that
 # $a_n = gi_n + u W_{hn}^\top + b_{hn}$. Then
 #
-# $$du = da_n W_{hn}, \qquad dr = du \odot h_{t-1}, \qquad dW_{hn} = da_n^\top u, \qquad db_{hn} = \textstyle\sum_{\text{batch}} da_n,$$
+# $$du = da_n W_{hn}, \qquad dr = du \odot h_{t-1}, \qquad
+#   dW_{hn} = da_n^\top u, \qquad db_{hn} = \textstyle\sum_{\text{batch}} da_n,$$
 #
 # the $r$ and $z$ blocks of $dW_{hh}$ are $da_r^\top h_{t-1}$ and $da_z^\top h_{t-1}$, and $h_{t-1}$
 # now reaches the candidate through $u$ as well:
@@ -253,15 +254,12 @@ for reset_after in (True, False):
 #
 # Train both forms on the same task, from the same initial parameters, with the
 # same batches: a character-level language model of Shakespeare, as in Chapter 1
-# (embedding → GRU → read-out, Adam, stateful truncated BPTT).
+# (embedding → GRU → read-out, Adam, stateful truncated BPTT; the loop is
+# `rnnbook.book.experiments.train_char_model`).
 
 # %%
-from rnnbook.arrays import tree_map
-from rnnbook.data import CharVocab, char_batches, load_text
-from rnnbook.losses import softmax_cross_entropy
-from rnnbook.model import SequenceModel
-from rnnbook.optim import Adam
-from rnnbook.train import train
+from rnnbook.book.experiments import train_char_model
+from rnnbook.data import CharVocab, load_text
 
 text = load_text(max_chars=pick(full=None, small=20_000))
 vocab = CharVocab(text)
@@ -270,21 +268,8 @@ steps, hidden, seq_len, batch = pick(full=(1000, 128, 64, 32), small=(30, 32, 16
 print(f"{len(text):,} characters, {len(vocab)} symbols; chance is log V = {np.log(len(vocab)):.2f} nats/char")
 
 
-def train_gru(reset_after, seed=0):
-    model = SequenceModel("gru", hidden_size=hidden, vocab_size=len(vocab), embed_dim=32, reset_after=reset_after)
-    p = model.init_params(seed=seed, dtype=np.float32)          # float32: training speed, not checking
-    batches = char_batches(ids, batch, seq_len)
-    carry = {"state": None}
-
-    def step_fn(p, step):
-        inputs, targets = next(batches)
-        logits, state, cache = model.forward(p, inputs, carry["state"])
-        loss, dlogits = softmax_cross_entropy(logits, targets)
-        carry["state"] = tree_map(np.copy, state)                # keep the state, drop the graph
-        return loss, model.backward(p, cache, dlogits)
-
-    hist = train(step_fn, p, Adam(lr=3e-3), steps, clip_norm=5.0, progress=False)
-    return model, p, hist
+def train_gru(reset_after):
+    return train_char_model("gru", ids, len(vocab), hidden, steps, seq_len, batch, reset_after=reset_after)
 
 
 runs = {"reset after (PyTorch)": train_gru(True), "reset before (Cho et al.)": train_gru(False)}
@@ -302,14 +287,17 @@ for label, (_, _, hist) in runs.items():
           f"{1e3 * hist.seconds / steps:.1f} ms/step")
 
 # %% [markdown]
-# On this task the two curves lie close together — in line with the small
-# differences reported between the two forms — and the choice is made on speed:
-# resetting after the product needs one matrix product per step for all three
-# gates instead of two dependent ones. What does differ is *what the gate can do*.
-# After the product, $r = 0$ silences the recurrent contribution to the candidate,
-# bias $b_{hn}$ included; before the product, $r$ picks which units of the old state
-# enter the mix $W_{hn}$ at all. The figure below shows, for the trained models,
-# how often each kind of gate is open.
+# On this task the two curves lie close together, in line with the small
+# differences reported between the two forms. The choice between them is made on
+# speed, on hardware that can use it: resetting after the product needs one matrix
+# product per step for all three gates instead of two dependent ones, which is
+# what cuDNN exploits. (The seconds in the legend come from the NumPy reference,
+# which fuses nothing, on a machine shared with other work; the backend table at
+# the end times both forms side by side.) What does differ is *what the gate can
+# do*. After the product, $r = 0$ silences the recurrent contribution to the
+# candidate, bias $b_{hn}$ included; before the product, $r$ picks which units of
+# the old state enter the mix $W_{hn}$ at all. The histograms show how the trained
+# models use their gates over a passage of text.
 
 # %%
 passage = text[pick(full=5000, small=1000):][:pick(full=400, small=120)]
@@ -331,13 +319,15 @@ plt.show()
 # ## 4.5 Reading the update gate
 #
 # An update gate near 1 means "keep what you have", near 0 "overwrite with the
-# candidate". Following *Visualizing and Understanding Recurrent Networks*
-# (Karpathy et al., 2015), we run the trained model over a passage and colour each
-# character by a unit's **update activity** $1 - z_t$ (dark: the unit rewrote
-# itself on reading this character). Many units keep their value over whole words
-# and update at spaces and line breaks; others respond to capitals (speaker names)
-# or punctuation. We pick the units whose activity correlates most with "this
-# character ends a word".
+# candidate". The histograms above say that most of the time most units rewrite
+# themselves ($z \approx 0$), while a minority hold their value ($z \approx 1$) for
+# stretches of text; the reset gates are mostly either shut or open. Following
+# *Visualizing and Understanding Recurrent Networks* (Karpathy et al., 2015), we
+# run the trained model over the passage and colour each character by a unit's
+# **update activity** $1 - z_t$ (dark: the unit rewrote itself on reading this
+# character). We pick the units whose activity correlates most with "this
+# character ends a word" (a space, a line break or punctuation): such units hold
+# their value inside a word and rewrite it at its end.
 
 # %%
 r, z = gates["reset after (PyTorch)"]

@@ -5,7 +5,6 @@ import runpy
 from pathlib import Path
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest

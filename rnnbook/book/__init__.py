@@ -12,7 +12,8 @@ A chapter imports what it needs from here::
 
 The rest lives in submodules: ``editions`` (solution markers, the student edition),
 ``notebooks`` (chapter files, conversion to ``.ipynb``, execution), ``grading``
-(the exercise registry and the grader), ``timing`` (the backend timing table).
+(the exercise registry and the grader), ``timing`` (the backend timing table),
+``experiments`` (runs several chapters share, e.g. a character language model).
 The command line is ``python -m rnnbook book build|student|grade|run|list``.
 """
 from __future__ import annotations

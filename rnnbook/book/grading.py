@@ -105,6 +105,7 @@ def registry() -> dict[str, Exercise]:
     from . import exercises
     for info in pkgutil.iter_modules(exercises.__path__):
         importlib.import_module(f"{exercises.__name__}.{info.name}")
+
     def order(item):
         chapter, number, suffix = re.match(r"^(\d+)\.(\d+)([a-z]?)$", item[0]).groups()
         return int(chapter), int(number), suffix

@@ -195,7 +195,8 @@ def check_clip_global_norm(probe):
         zeros = {k: np.zeros_like(v) for k, v in grads.items()}
         clipped_zero, norm_zero = _unpack_clip(probe.call(zeros, 1.0))
         probe.compare("zero", _flat(clipped_zero, keys) if set(clipped_zero) == set(grads) else None,
-                      _flat(clip_by_global_norm(zeros, 1.0)[0], keys), "clipped, when every gradient is zero", "clipping",
+                      _flat(clip_by_global_norm(zeros, 1.0)[0], keys), "clipped, when every gradient is zero",
+                      "clipping",
                       "when ‖g‖ = 0 there is nothing to scale: avoid 0 / 0")
         probe.compare("zero norm", norm_zero, 0.0, "norm of an all-zero gradient", "global norm", "‖0‖ = 0")
     probe.explain("the global norm ‖g‖ = sqrt(Σ_k Σ g_k²)", {"norm", "above"})

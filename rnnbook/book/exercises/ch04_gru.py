@@ -103,9 +103,9 @@ def check_gru_step_backward(probe, reset_after: bool):
         got = np.asarray(got, np.float64)
         for g in GATES:
             rows = _rows(g)
-            where = f"rows {rows.start}..{rows.stop - 1}" if name.startswith("W") else f"[{rows.start}:{rows.stop}]"
-            probe.compare(f"{name}[{g}]", got[rows], dp_ref[name][rows],
-                          f"d{name} {where}" if name.startswith("W") else f"d{name}{where}", GROUP[g], hints[f"{name}[{g}]"])
+            label = (f"d{name} rows {rows.start}..{rows.stop - 1}" if name.startswith("W")
+                     else f"d{name}[{rows.start}:{rows.stop}]")
+            probe.compare(f"{name}[{g}]", got[rows], dp_ref[name][rows], label, GROUP[g], hints[f"{name}[{g}]"])
     probe.compare("x", dx, dx_ref, "dx_t (all paths)", "inputs and state", localise=False)
     probe.compare("h_prev", dh_prev, dh_prev_ref, "dh_prev (all paths)", "inputs and state", localise=False)
 
