@@ -1,0 +1,130 @@
+r"""The recurrent matrix product, for compiled kernels: a plain loop, or BLAS called from compiled code.
+
+Every cell spends its time in one product per step, applied to a block of batch rows::
+
+    C[r, :] += A[r, :] @ M          for r in rows r0 .. r1-1
+    A (B, K)   M (K, N) row-major   C (B, N)
+
+(forward: ``A = h_{t-1}``, ``M = W_hh^T``; backward: ``A = dz_t``, ``M = W_hh``).  Two
+ways to compute it, chosen per call by ``use_blas``:
+
+* **loops** -- row by row, ``C[r, n] += A[r, k] · M[k, n]`` with ``n`` innermost:
+  contiguous in ``M`` and ``C``, so it compiles to SIMD multiply-adds.  No call
+  overhead, best when the product is small (the latency regime, ``B·H`` tiny).
+* **BLAS** -- one ``?gemm`` over all the rows, called *from inside* the compiled
+  loop (no Python between steps).  It blocks for caches and registers and uses
+  the BLAS's own threads, so it wins once the product has real size.
+
+The BLAS is the OpenBLAS that NumPy's wheels carry (``numpy.libs``); its CBLAS
+``?gemm`` is registered with LLVM under the names ``rnnbook_sgemm`` /
+``rnnbook_dgemm`` and compiled code calls it by name, so the on-disk compile cache
+stays valid across processes.  Where no such library is found (NumPy built
+against another BLAS), the names are bound to compiled loops instead and the
+backend simply never chooses the BLAS path (``HAVE_BLAS`` is False).
+"""
+import ctypes
+import glob
+import os
+
+import numpy as np
+from llvmlite import binding as _llvm
+from numba import cfunc, njit, types
+
+from .functions import FASTMATH
+
+_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS = 101, 111
+
+# cblas_?gemm(order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), 64-bit integers
+_SIG = {dt: types.void(types.int32, types.int32, types.int32, types.int64, types.int64, types.int64,
+                       ft, types.voidptr, types.int64, types.voidptr, types.int64,
+                       ft, types.voidptr, types.int64)
+        for dt, ft in (("s", types.float32), ("d", types.float64))}
+_CNAMES = ("scipy_cblas_{}gemm64_", "cblas_{}gemm64_")   # ILP64 CBLAS symbols NumPy's OpenBLAS exports
+
+
+def _find_numpy_blas():
+    """``(path, {"s": address, "d": address})`` of NumPy's bundled ILP64 CBLAS gemm, or ``None``."""
+    libdir = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pattern in _CNAMES:
+            try:
+                fns = {dt: getattr(lib, pattern.format(dt)) for dt in "sd"}
+            except AttributeError:
+                continue
+            return path, {dt: ctypes.cast(fn, ctypes.c_void_p).value for dt, fn in fns.items()}
+    return None
+
+
+def _loop_gemm(dt):
+    """A compiled stand-in with the CBLAS signature (row-major, no transposes, alpha = beta = 1)."""
+    ctype = types.float32 if dt == "s" else types.float64
+
+    @cfunc(_SIG[dt])
+    def gemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):  # pragma: no cover
+        a = _carray(A, M * lda, ctype)
+        b = _carray(B, K * ldb, ctype)
+        c = _carray(C, M * ldc, ctype)
+        for m in range(M):
+            for k in range(K):
+                amk = a[m * lda + k]
+                for n in range(N):
+                    c[m * ldc + n] += amk * b[k * ldb + n]
+    return gemm
+
+
+def _carray(ptr, n, dtype):
+    from numba import carray
+    return carray(ptr, n, dtype)
+
+
+_found = _find_numpy_blas()
+HAVE_BLAS = _found is not None
+#: where the BLAS came from (for reports), or why there is none
+BLAS_SOURCE = _found[0] if HAVE_BLAS else "none found in numpy.libs: using compiled loops only"
+if HAVE_BLAS:
+    for _dt, _addr in _found[1].items():
+        _llvm.add_symbol(f"rnnbook_{_dt}gemm", _addr)
+else:  # pragma: no cover - only where NumPy carries another BLAS
+    _fallbacks = {dt: _loop_gemm(dt) for dt in "sd"}
+    for _dt, _fn in _fallbacks.items():
+        _llvm.add_symbol(f"rnnbook_{_dt}gemm", _fn.address)
+
+_sgemm = types.ExternalFunction("rnnbook_sgemm", _SIG["s"])
+_dgemm = types.ExternalFunction("rnnbook_dgemm", _SIG["d"])
+
+
+@njit(inline="always")
+def _row_ptr(a, r):
+    """Address of ``a[r, 0]`` in a C-contiguous 2-D array."""
+    return a.ctypes.data + r * a.shape[1] * a.itemsize
+
+
+@njit(fastmath=FASTMATH)
+def matmul_rows(A, M, C, r0, r1, use_blas):
+    """``C[r] += A[r] @ M`` for rows ``r0 <= r < r1``; ``A (B, K)``, ``M (K, N)``, ``C (B, N)``, C-contiguous."""
+    K, N = M.shape
+    rows = r1 - r0
+    if rows <= 0:
+        return
+    if use_blas:
+        if C.itemsize == 4:
+            _sgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_NO_TRANS, rows, N, K,
+                   np.float32(1.0), _row_ptr(A, r0), K, M.ctypes.data, N,
+                   np.float32(1.0), _row_ptr(C, r0), N)
+        else:
+            _dgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_NO_TRANS, rows, N, K,
+                   1.0, _row_ptr(A, r0), K, M.ctypes.data, N,
+                   1.0, _row_ptr(C, r0), N)
+        return
+    for r in range(r0, r1):
+        c = C[r]
+        a = A[r]
+        for k in range(K):
+            ark = a[k]
+            m = M[k]
+            for n in range(N):
+                c[n] += ark * m[n]
