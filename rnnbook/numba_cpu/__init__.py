@@ -16,8 +16,8 @@ except ImportError as exc:  # pragma: no cover - numba is a project dependency
         "numba", f"Numba is not importable ({exc}); install it with `pip install numba` "
                  "(it is a dependency of rnnbook: `pip install -e .`)")
 else:
-    from . import lstm
+    from . import gru, lstm, rnn
 
-    CELLS = {m.NAME: m for m in (lstm,)}
+    CELLS = {m.NAME: m for m in (rnn, lstm, gru)}
     for _name, _module in CELLS.items():
         dispatch.register_module(_name, "numba", _module, ("init_params", "forward", "backward"))

@@ -42,6 +42,10 @@ from numba.extending import overload
 #: vectorise), contraction into FMA, reciprocal multiplies and ignoring the sign of zero.
 #: NaN and Inf keep their IEEE meaning (no ``nnan``/``ninf``), so bad input still shows.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+#: options of every compiled kernel.  ``error_model="numpy"`` drops Python's ZeroDivisionError
+#: check on each division: that check is a branch in the loop body, and it alone stops LLVM
+#: from vectorising the rational ``tanh`` below (division by zero gives inf/nan, as in NumPy).
+KERNEL_OPTIONS = dict(fastmath=FASTMATH, error_model="numpy")
 
 # tanh(z)/z ≈ P(z²)/Q(z²) on 0 < z ≤ 9 (float32 coefficients, see the module docstring)
 _P = (1.0, 0.1338101327419281, 0.0034955732990056276, 2.0608838894986548e-05, 1.3354325645309473e-08)
@@ -58,7 +62,7 @@ _one32 = np.float32(1.0)
 _half32 = np.float32(0.5)
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(inline="always", **KERNEL_OPTIONS)
 def tanh_f32(z):
     """Rational float32 ``tanh`` (vectorisable; max relative error 3.7e-7)."""
     u = min(max(z, -_clamp32), _clamp32)
@@ -68,7 +72,7 @@ def tanh_f32(z):
     return min(max(u * p / q, -_one32), _one32)
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(inline="always", **KERNEL_OPTIONS)
 def sigmoid_f32(z):
     """``σ(z) = (1 + tanh(z/2)) / 2`` through the rational ``tanh``."""
     return _half32 + _half32 * tanh_f32(_half32 * z)
@@ -153,7 +157,7 @@ def drelu_from_output(r):
 
 
 # Array versions, for tests, notebooks and measuring the error bounds.
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, **KERNEL_OPTIONS)
 def tanh_array(z):
     out = np.empty_like(z)
     zf, of = z.ravel(), out.ravel()
@@ -162,7 +166,7 @@ def tanh_array(z):
     return out
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, **KERNEL_OPTIONS)
 def sigmoid_array(z):
     out = np.empty_like(z)
     zf, of = z.ravel(), out.ravel()

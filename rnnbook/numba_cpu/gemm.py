@@ -30,7 +30,7 @@ import numpy as np
 from llvmlite import binding as _llvm
 from numba import cfunc, njit, types
 
-from .functions import FASTMATH
+from .functions import KERNEL_OPTIONS
 
 _CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS = 101, 111
 
@@ -99,32 +99,69 @@ _dgemm = types.ExternalFunction("rnnbook_dgemm", _SIG["d"])
 
 @njit(inline="always")
 def _row_ptr(a, r):
-    """Address of ``a[r, 0]`` in a C-contiguous 2-D array."""
-    return a.ctypes.data + r * a.shape[1] * a.itemsize
+    """Address of ``a[r, 0]`` in a 2-D array whose rows are contiguous."""
+    return a.ctypes.data + r * a.strides[0]
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always")
+def _leading_dim(a):
+    """Elements between rows (a single row may carry any stride in NumPy: use its length)."""
+    return a.strides[0] // a.itemsize if a.shape[0] > 1 else max(a.shape[1], 1)
+
+
+@njit(**KERNEL_OPTIONS)
 def matmul_rows(A, M, C, r0, r1, use_blas):
-    """``C[r] += A[r] @ M`` for rows ``r0 <= r < r1``; ``A (B, K)``, ``M (K, N)``, ``C (B, N)``, C-contiguous."""
+    """``C[r] += A[r] @ M`` for rows ``r0 <= r < r1``; ``A (B, K)``, ``M (K, N)``, ``C (B, N)``.
+
+    Each array's rows must be contiguous (a column slice such as ``A[:, :2H]`` is fine).
+    """
     K, N = M.shape
     rows = r1 - r0
     if rows <= 0:
         return
     if use_blas:
+        lda, ldm, ldc = _leading_dim(A), _leading_dim(M), _leading_dim(C)
         if C.itemsize == 4:
             _sgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_NO_TRANS, rows, N, K,
-                   np.float32(1.0), _row_ptr(A, r0), K, M.ctypes.data, N,
-                   np.float32(1.0), _row_ptr(C, r0), N)
+                   np.float32(1.0), _row_ptr(A, r0), lda, M.ctypes.data, ldm,
+                   np.float32(1.0), _row_ptr(C, r0), ldc)
         else:
             _dgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_NO_TRANS, rows, N, K,
-                   1.0, _row_ptr(A, r0), K, M.ctypes.data, N,
-                   1.0, _row_ptr(C, r0), N)
+                   1.0, _row_ptr(A, r0), lda, M.ctypes.data, ldm,
+                   1.0, _row_ptr(C, r0), ldc)
         return
+    # loops: four rows of M per pass over C, so each C[r, n] is loaded and stored once per
+    # four multiply-adds (the loop over n is what becomes SIMD code)
+    K4 = K - K % 4
     for r in range(r0, r1):
         c = C[r]
         a = A[r]
-        for k in range(K):
-            ark = a[k]
+        for k in range(0, K4, 4):
+            a0, a1, a2, a3 = a[k], a[k + 1], a[k + 2], a[k + 3]
+            m0, m1, m2, m3 = M[k], M[k + 1], M[k + 2], M[k + 3]
+            for n in range(N):
+                c[n] += a0 * m0[n] + a1 * m1[n] + a2 * m2[n] + a3 * m3[n]
+        for k in range(K4, K):
+            ak = a[k]
             m = M[k]
             for n in range(N):
-                c[n] += ark * m[n]
+                c[n] += ak * m[n]
+
+# Row helpers written as loops: array expressions (``a[:] = b``, ``a += b``) would compile
+# NumPy's broadcasting machinery into every kernel, which costs seconds of compile time.
+@njit(inline="always")
+def copy(dst, src):
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(inline="always")
+def add(dst, src):
+    for j in range(dst.shape[0]):
+        dst[j] += src[j]
+
+
+@njit(inline="always")
+def fill(dst, value):
+    for j in range(dst.shape[0]):
+        dst[j] = value

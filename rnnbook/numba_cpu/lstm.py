@@ -30,15 +30,15 @@ from numba import njit
 from ..checks import check_backward_call, check_forward_call, check_window
 from ..numpy_ref import lstm as _spec
 from . import bptt
-from .functions import FASTMATH, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
-from .gemm import matmul_rows
+from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
+from .gemm import add, copy, fill, matmul_rows
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
 param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params
 
 
 # ------------------------------------------------------------------------------------ compiled
-@njit(inline="always", fastmath=FASTMATH)
+@njit(inline="always", **KERNEL_OPTIONS)
 def _cell_forward(z, c_prev, h, c):
     """Gate nonlinearities and state update of one batch row; ``z (4H)`` becomes ``[i|f|g|o]``."""
     H = h.shape[0]
@@ -52,7 +52,7 @@ def _cell_forward(z, c_prev, h, c):
         z[j], z[H + j], z[2 * H + j], z[3 * H + j] = i, f, g, o
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH)
+@njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _forward_rows(gates, WT, hs, cs, r0, r1, use_blas):
     """The whole recurrence for batch rows ``r0 .. r1-1`` (no Python between steps)."""
     T = gates.shape[0]
@@ -62,7 +62,7 @@ def _forward_rows(gates, WT, hs, cs, r0, r1, use_blas):
             _cell_forward(gates[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r])
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(inline="always", **KERNEL_OPTIONS)
 def _cell_backward(acts, c_prev, c, dh, dc, dz):
     """Backward of one row of one step: reads ``dh``, ``dc`` (at step t), writes ``dz``, ``dc <- dc_{t-1}``."""
     H = dh.shape[0]
@@ -78,7 +78,7 @@ def _cell_backward(acts, c_prev, c, dh, dc, dz):
         dc[j] = dcj * f                                     # c = f ⊙ c_prev + …
 
 
-@njit(cache=True, nogil=True, fastmath=FASTMATH)
+@njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _backward_rows(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_all,
                    dZ, dz, dh, dc, dh0, dc0, r0, r1, use_blas):
     """Backward chains for rows ``r0 .. r1-1``; ``dZ`` += every chain's gate gradients.
@@ -93,23 +93,23 @@ def _backward_rows(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_a
         s, lo = chains[n, 0], chains[n, 1]
         for r in range(r0, r1):
             if s == T - 1:
-                dh[r, :] = dstate_h[r]
-                dc[r, :] = dstate_c[r]
+                copy(dh[r], dstate_h[r])
+                copy(dc[r], dstate_c[r])
             else:
-                dh[r, :] = 0
-                dc[r, :] = 0
+                fill(dh[r], 0)
+                fill(dc[r], 0)
         for t in range(s, lo - 1, -1):
             for r in range(r0, r1):
                 if inject_all or t == s:
-                    dh[r] += dy[t, r]                           # y_t = h_t
+                    add(dh[r], dy[t, r])                        # y_t = h_t
                 _cell_backward(gates[t, r], cs[t, r], cs[t + 1, r], dh[r], dc[r], dz[r])
-                dZ[t, r] += dz[r]
-                dh[r, :] = 0
+                add(dZ[t, r], dz[r])
+                fill(dh[r], 0)
             matmul_rows(dz, W_hh, dh, r0, r1, use_blas)         # dh_{t-1} = dz W_hh
         if lo == 0:
             for r in range(r0, r1):
-                dh0[r] += dh[r]
-                dc0[r] += dc[r]
+                add(dh0[r], dh[r])
+                add(dc0[r], dc[r])
 
 
 # ------------------------------------------------------------------------------------ Python
