@@ -5,7 +5,7 @@ import pytest
 F = pytest.importorskip("rnnbook.numba_cpu.functions")
 
 
-def float32_grid(lo, hi, step=61):
+def float32_grid(lo, hi, step=251):
     """Every ``step``-th float32 in ``[lo, hi]`` (lo >= 0), plus the ends."""
     a, b = np.float32(lo).view(np.int32), np.float32(hi).view(np.int32)
     return np.concatenate([np.arange(a, b, step, dtype=np.int32).view(np.float32),
