@@ -83,21 +83,24 @@ def test_parity_fixed_shapes(arch, opts, dtype, strategy):
     compare(arch, opts, 6, 5, 4, 7, dtype, strategy, 3, seed=2)
 
 
-def test_threaded_row_blocks_are_used_and_agree():
+def test_threaded_row_blocks_are_used_and_agree(monkeypatch):
     """With two threads and B >= 4 the loop path splits the batch; results equal one thread's."""
     import numba
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs NUMBA_NUM_THREADS >= 2")
     old = numba.get_num_threads()
+    params, x, state0, dy, dstate = random_problem("lstm", {}, 5, 8, 3, 6, np.float64, 3)
     try:
         numba.set_num_threads(2)
         with bptt.strategy("loops"):
-            assert bptt.plan(8, 16, 64) == (False, 2)
-            params, x, state0, dy, dstate = random_problem("lstm", {}, 5, 8, 3, 6, np.float64, 3)
+            assert bptt.plan(8, 16, 64, 1000) == (False, 2)
+            assert bptt.plan(8, 16, 64, 10) == (False, 1)          # too little work to hand off
+            monkeypatch.setattr(bptt, "MIN_MACS_FOR_THREADS", 0)   # so that this small case splits
+            assert bptt.plan(8, 6, 24, 5) == (False, 2)
             y2, s2, c2 = rb.forward("lstm", params, x, state0, backend="numba")
             g2 = rb.backward("lstm", params, c2, dy, dstate)
             numba.set_num_threads(1)
-            assert bptt.plan(8, 16, 64) == (False, 1)
+            assert bptt.plan(8, 6, 24, 5) == (False, 1)
             y1, s1, c1 = rb.forward("lstm", params, x, state0, backend="numba")
             g1 = rb.backward("lstm", params, c1, dy, dstate)
     finally:

@@ -46,10 +46,15 @@ import numpy as np
 
 from . import gemm
 
-#: per-step multiply-adds (rows × K × N) from which the BLAS path is used
-BLAS_MIN_MACS = 1 << 16
-#: the loop kernel runs on several threads only with at least this many rows per thread
+#: per-step multiply-adds (rows × K × N) from which the BLAS path is used.  Measured on the
+#: development machine (OpenBLAS SkylakeX kernels, 2 cores): BLAS's small-matrix GEMM is 2-3x
+#: faster than the loop from B >= 4 on and equal to it for a single row; below this size the
+#: call itself is what costs.
+BLAS_MIN_MACS = 1 << 14
+#: the loop kernel runs on several threads only with at least this many rows per thread ...
 MIN_ROWS_PER_THREAD = 2
+#: ... and this much work in the whole sequence (multiply-adds), so the hand-off pays
+MIN_MACS_FOR_THREADS = 1 << 20
 
 _strategy = os.environ.get("RNNBOOK_NUMBA_STRATEGY", "auto")
 
@@ -74,11 +79,13 @@ def strategy(name: str):
         _strategy = old
 
 
-def plan(B: int, K: int, N: int) -> tuple[bool, int]:
-    """``(use_blas, n_chunks)`` for a recurrent product ``(B, K) @ (K, N)`` per step."""
+def plan(B: int, K: int, N: int, T: int) -> tuple[bool, int]:
+    """``(use_blas, n_chunks)`` for ``T`` steps of a recurrent product ``(B, K) @ (K, N)``."""
     use_blas = {"blas": True, "loops": False}.get(_strategy, gemm.HAVE_BLAS and B * K * N >= BLAS_MIN_MACS)
     if use_blas:
         return True, 1
+    if T * B * K * N < MIN_MACS_FOR_THREADS:
+        return False, 1
     threads = numba.get_num_threads()
     return False, max(1, min(threads, B // MIN_ROWS_PER_THREAD))
 

@@ -214,13 +214,13 @@ def forward(params, x, state0=None, **options):
     cache = {"x": x, "acts": acts, "hs": hs, "options": opts, "shape": (T, B, H), "dtype": dtype}
     if opts["reset_after"]:
         ghn, gh = np.empty((T, B, H), dtype), np.empty((B, 3 * H), dtype)
-        use_blas, n_chunks = bptt.plan(B, H, 3 * H)
+        use_blas, n_chunks = bptt.plan(B, H, 3 * H, T)
         bptt.run(_forward_after_rows, (acts, np.ascontiguousarray(W_hh.T), b_hh, hs, ghn, gh),
                  B, use_blas, n_chunks)
         cache["ghn"] = ghn
     else:
         rh, grz, gn = np.empty((T, B, H), dtype), np.empty((B, 2 * H), dtype), np.empty((B, H), dtype)
-        use_blas, n_chunks = bptt.plan(B, H, 3 * H)
+        use_blas, n_chunks = bptt.plan(B, H, 3 * H, T)
         args = (acts, np.ascontiguousarray(W_hh[:2 * H].T), np.ascontiguousarray(W_hh[2 * H:].T),
                 b_hh, hs, rh, grz, gn)
         bptt.run(_forward_before_rows, args, B, use_blas, n_chunks)
@@ -243,7 +243,7 @@ def backward(params, cache, dy, dstate=None, window=None):
     hs, x = cache["hs"], cache["x"]
     dGI = np.zeros((T, B, 3 * H), dtype)
     dgi, dh, dh0 = np.empty((B, 3 * H), dtype), np.empty((B, H), dtype), np.zeros((B, H), dtype)
-    use_blas, n_chunks = bptt.plan(B, 3 * H, H)
+    use_blas, n_chunks = bptt.plan(B, 3 * H, H, T)
     if cache["options"]["reset_after"]:
         dGH, dgh = np.zeros((T, B, 3 * H), dtype), np.empty((B, 3 * H), dtype)
         args = (cache["acts"], cache["ghn"], hs, W_hh, dy, dstate_h, chains, inject_all,

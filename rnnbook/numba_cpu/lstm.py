@@ -121,7 +121,7 @@ def forward(params, x, state0=None, **options):
     hs = np.empty((T + 1, B, H), dtype)
     cs = np.empty((T + 1, B, H), dtype)
     hs[0], cs[0] = (0, 0) if state0 is None else state0
-    use_blas, n_chunks = bptt.plan(B, H, 4 * H)
+    use_blas, n_chunks = bptt.plan(B, H, 4 * H, T)
     bptt.run(_forward_rows, (gates, np.ascontiguousarray(W_hh.T), hs, cs),
              B, use_blas, n_chunks)
     cache = {"x": x, "gates": gates, "hs": hs, "cs": cs, "options": opts,
@@ -144,7 +144,7 @@ def backward(params, cache, dy, dstate=None, window=None):
     dZ = np.zeros((T, B, 4 * H), dtype)
     dz, dh, dc = np.empty((B, 4 * H), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype)
     dh0, dc0 = np.zeros((B, H), dtype), np.zeros((B, H), dtype)
-    use_blas, n_chunks = bptt.plan(B, 4 * H, H)
+    use_blas, n_chunks = bptt.plan(B, 4 * H, H, T)
     args = (cache["gates"], cache["hs"], cache["cs"], W_hh, np.ascontiguousarray(dy),
             np.ascontiguousarray(dstate[0]), np.ascontiguousarray(dstate[1]), chains, inject_all,
             dZ, dz, dh, dc, dh0, dc0)

@@ -88,7 +88,7 @@ def forward(params, x, state0=None, **options):
     hs = np.empty((T + 1, B, H), dtype)
     hs[0] = 0 if state0 is None else state0[0]
     use_relu = opts["nonlinearity"] == "relu"
-    use_blas, n_chunks = bptt.plan(B, H, H)
+    use_blas, n_chunks = bptt.plan(B, H, H, T)
     bptt.run(_forward_rows, (pre, np.ascontiguousarray(W_hh.T), hs, use_relu), B, use_blas, n_chunks)
     cache = {"x": x, "hs": hs, "options": opts, "shape": (T, B, H), "dtype": dtype}
     return hs[1:], (hs[T].copy(),), cache
@@ -108,7 +108,7 @@ def backward(params, cache, dy, dstate=None, window=None):
     dA = np.zeros((T, B, H), dtype)
     da, dh, dh0 = np.empty((B, H), dtype), np.empty((B, H), dtype), np.zeros((B, H), dtype)
     use_relu = cache["options"]["nonlinearity"] == "relu"
-    use_blas, n_chunks = bptt.plan(B, H, H)
+    use_blas, n_chunks = bptt.plan(B, H, H, T)
     args = (cache["hs"], W_hh, np.ascontiguousarray(dy), dstate_h, use_relu, chains, inject_all,
             dA, da, dh, dh0)
     bptt.run(_backward_rows, args, B, use_blas, n_chunks)
