@@ -192,7 +192,7 @@ def blas_kernel():
     try:
         import ctypes
         from rnnbook.numba_cpu import gemm
-        lib = ctypes.CDLL(gemm.BLAS_SOURCE)
+        lib = ctypes.CDLL(gemm.BLAS_SOURCE)  # already loaded: same handle
         f = lib.scipy_openblas_get_corename64_
         f.restype = ctypes.c_char_p
         return f().decode()

@@ -83,8 +83,9 @@ def test_parity_fixed_shapes(arch, opts, dtype, strategy):
     compare(arch, opts, 6, 5, 4, 7, dtype, strategy, 3, seed=2)
 
 
-def test_threaded_row_blocks_are_used_and_agree(monkeypatch):
-    """With two threads and B >= 4 the loop path splits the batch; results equal one thread's."""
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_threaded_row_blocks_are_used_and_agree(monkeypatch, strategy):
+    """With two threads and B >= 4 the batch is split into row blocks; results equal one thread's."""
     import numba
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs NUMBA_NUM_THREADS >= 2")
@@ -95,12 +96,14 @@ def test_threaded_row_blocks_are_used_and_agree(monkeypatch):
         with bptt.strategy("loops"):
             assert bptt.plan(8, 16, 64, 1000) == (False, 2)
             assert bptt.plan(8, 16, 64, 10) == (False, 1)          # too little work to hand off
+            assert bptt.plan(3, 16, 64, 1000) == (False, 1)        # fewer than two rows per thread
             monkeypatch.setattr(bptt, "MIN_MACS_FOR_THREADS", 0)   # so that this small case splits
             assert bptt.plan(8, 6, 24, 5) == (False, 2)
+        with bptt.strategy(strategy):
             y2, s2, c2 = rb.forward("lstm", params, x, state0, backend="numba")
             g2 = rb.backward("lstm", params, c2, dy, dstate)
             numba.set_num_threads(1)
-            assert bptt.plan(8, 6, 24, 5) == (False, 1)
+            assert bptt.plan(8, 6, 24, 5)[1] == 1
             y1, s1, c1 = rb.forward("lstm", params, x, state0, backend="numba")
             g1 = rb.backward("lstm", params, c1, dy, dstate)
     finally:
@@ -196,3 +199,19 @@ def test_bad_input_is_rejected_like_the_reference(bad, err):
     with pytest.raises(ValueError, match="must have the shape of the outputs"):
         _, _, cache = rb.forward("lstm", params, x, backend="numba")
         rb.backward("lstm", params, cache, np.zeros((2, 2, 5)))
+
+
+def test_blas_thread_count_is_restored():
+    """The recurrence runs BLAS single-threaded and gives NumPy its thread count back."""
+    gemm = numba_cpu.gemm
+    if gemm._threads is None:
+        pytest.skip("no OpenBLAS thread control here")
+    get, _ = gemm._threads
+    before = get()
+    params, x, state0, dy, dstate = random_problem("gru", {}, 3, 8, 4, 40, np.float32, 8)
+    with bptt.strategy("blas"):
+        _, _, cache = rb.forward("gru", params, x, backend="numba")
+        with gemm.single_threaded_blas():
+            assert get() == 1
+        rb.backward("gru", params, cache, dy)
+    assert get() == before

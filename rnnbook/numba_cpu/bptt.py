@@ -25,8 +25,10 @@ Two choices are made per call by :func:`plan`:
 * ``n_chunks``: batch rows are independent through the whole recurrence (only the
   weight gradients mix them, and those are GEMMs after the loop), so the loop
   kernel can run ``n_chunks`` blocks of rows on separate threads with *no
-  synchronisation between steps* (:func:`run`).  That pays whenever there are at
-  least two rows per thread; the BLAS path is threaded by the BLAS itself.
+  synchronisation between steps* (:func:`run`).  That pays when there are at
+  least two rows per thread and enough work to cover one hand-off; each block
+  calls BLAS single-threaded (threading *inside* a small per-step GEMM would pay
+  a wake-up and a barrier every step).
   The thread count is Numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``).
 
 Truncated BPTT(k) needs one backward chain per injected error (see
@@ -82,12 +84,9 @@ def strategy(name: str):
 def plan(B: int, K: int, N: int, T: int) -> tuple[bool, int]:
     """``(use_blas, n_chunks)`` for ``T`` steps of a recurrent product ``(B, K) @ (K, N)``."""
     use_blas = {"blas": True, "loops": False}.get(_strategy, gemm.HAVE_BLAS and B * K * N >= BLAS_MIN_MACS)
-    if use_blas:
-        return True, 1
     if T * B * K * N < MIN_MACS_FOR_THREADS:
-        return False, 1
-    threads = numba.get_num_threads()
-    return False, max(1, min(threads, B // MIN_ROWS_PER_THREAD))
+        return use_blas, 1
+    return use_blas, max(1, min(numba.get_num_threads(), B // MIN_ROWS_PER_THREAD))
 
 
 def run(kernel, args, B, use_blas, n_chunks):
@@ -96,15 +95,17 @@ def run(kernel, args, B, use_blas, n_chunks):
     With ``n_chunks > 1`` the rows are cut into blocks that run at the same time on
     a pool of threads: the kernels are compiled with ``nogil=True``, so the threads
     really run in parallel, and there is one hand-off per *sequence*, not per step.
+    BLAS, where used, runs single-threaded inside (``gemm.single_threaded_blas``).
     """
-    if n_chunks <= 1:
-        kernel(*args, 0, B, use_blas)
-        return
-    bounds = [(k * B // n_chunks, (k + 1) * B // n_chunks) for k in range(n_chunks)]
-    others = [_thread_pool().submit(kernel, *args, r0, r1, False) for r0, r1 in bounds[1:]]
-    kernel(*args, *bounds[0], False)                   # this thread takes the first block
-    for f in others:
-        f.result()
+    with gemm.single_threaded_blas():
+        if n_chunks <= 1:
+            kernel(*args, 0, B, use_blas)
+            return
+        bounds = [(k * B // n_chunks, (k + 1) * B // n_chunks) for k in range(n_chunks)]
+        others = [_thread_pool().submit(kernel, *args, r0, r1, use_blas) for r0, r1 in bounds[1:]]
+        kernel(*args, *bounds[0], use_blas)               # this thread takes the first block
+        for f in others:
+            f.result()
 
 
 _pool = None

@@ -11,9 +11,11 @@ ways to compute it, chosen per call by ``use_blas``:
 * **loops** -- row by row, ``C[r, n] += A[r, k] · M[k, n]`` with ``n`` innermost:
   contiguous in ``M`` and ``C``, so it compiles to SIMD multiply-adds.  No call
   overhead, best when the product is small (the latency regime, ``B·H`` tiny).
-* **BLAS** -- one ``?gemm`` over all the rows, called *from inside* the compiled
-  loop (no Python between steps).  It blocks for caches and registers and uses
-  the BLAS's own threads, so it wins once the product has real size.
+* **BLAS** -- one ``?gemm`` over the block of rows, called *from inside* the
+  compiled loop (no Python between steps).  Its small-matrix kernels block for
+  registers and use the full vector width, so it wins once the product has any
+  size.  It runs single-threaded (:func:`single_threaded_blas`): the threads go
+  over blocks of batch rows instead, with no synchronisation between steps.
 
 The BLAS is the OpenBLAS that NumPy's wheels carry (``numpy.libs``); its CBLAS
 ``?gemm`` is registered with LLVM under the names ``rnnbook_sgemm`` /
@@ -22,6 +24,7 @@ stays valid across processes.  Where no such library is found (NumPy built
 against another BLAS), the names are bound to compiled loops instead and the
 backend simply never chooses the BLAS path (``HAVE_BLAS`` is False).
 """
+import contextlib
 import ctypes
 import glob
 import os
@@ -43,7 +46,7 @@ _CNAMES = ("scipy_cblas_{}gemm64_", "cblas_{}gemm64_")   # ILP64 CBLAS symbols N
 
 
 def _find_numpy_blas():
-    """``(path, {"s": address, "d": address})`` of NumPy's bundled ILP64 CBLAS gemm, or ``None``."""
+    """``(library, {"s": address, "d": address})`` of NumPy's bundled ILP64 CBLAS gemm, or ``None``."""
     libdir = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
     for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):
         try:
@@ -55,7 +58,7 @@ def _find_numpy_blas():
                 fns = {dt: getattr(lib, pattern.format(dt)) for dt in "sd"}
             except AttributeError:
                 continue
-            return path, {dt: ctypes.cast(fn, ctypes.c_void_p).value for dt, fn in fns.items()}
+            return lib, {dt: ctypes.cast(fn, ctypes.c_void_p).value for dt, fn in fns.items()}
     return None
 
 
@@ -84,7 +87,7 @@ def _carray(ptr, n, dtype):
 _found = _find_numpy_blas()
 HAVE_BLAS = _found is not None
 #: where the BLAS came from (for reports), or why there is none
-BLAS_SOURCE = _found[0] if HAVE_BLAS else "none found in numpy.libs: using compiled loops only"
+BLAS_SOURCE = _found[0]._name if HAVE_BLAS else "none found in numpy.libs: using compiled loops only"
 if HAVE_BLAS:
     for _dt, _addr in _found[1].items():
         _llvm.add_symbol(f"rnnbook_{_dt}gemm", _addr)
@@ -92,6 +95,47 @@ else:  # pragma: no cover - only where NumPy carries another BLAS
     _fallbacks = {dt: _loop_gemm(dt) for dt in "sd"}
     for _dt, _fn in _fallbacks.items():
         _llvm.add_symbol(f"rnnbook_{_dt}gemm", _fn.address)
+
+
+def _thread_control():
+    """OpenBLAS's get/set_num_threads, or ``None``."""
+    if not HAVE_BLAS:
+        return None
+    for get_name, set_name in (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                               ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+                               ("openblas_get_num_threads", "openblas_set_num_threads")):
+        try:
+            get, put = getattr(_found[0], get_name), getattr(_found[0], set_name)
+        except AttributeError:
+            continue
+        get.restype, put.restype, put.argtypes = ctypes.c_int, None, [ctypes.c_int]
+        return get, put
+    return None
+
+
+_threads = _thread_control()
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Inside the block NumPy's OpenBLAS runs every call on the calling thread.
+
+    The per-step products are small (``B`` rows): spread over threads *inside* each
+    call, they would pay a wake-up and a barrier every step.  The recurrence threads
+    over blocks of batch rows instead (``bptt.run``), each block calling BLAS on its
+    own thread.  The setting is process-wide and restored on exit.
+    """
+    if _threads is None:
+        yield
+        return
+    get, put = _threads
+    old = get()
+    put(1)
+    try:
+        yield
+    finally:
+        put(old)
+
 
 _sgemm = types.ExternalFunction("rnnbook_sgemm", _SIG["s"])
 _dgemm = types.ExternalFunction("rnnbook_dgemm", _SIG["d"])
