@@ -215,14 +215,3 @@ def test_blas_thread_count_is_restored():
             assert get() == 1
         rb.backward("gru", params, cache, dy)
     assert get() == before
-
-
-@pytest.mark.skipif(not numba_cpu.gemm.HAVE_BLAS, reason="no BLAS found in numpy.libs")
-@pytest.mark.parametrize("arch,opts", [("lstm", {}), ("gru", {"reset_after": False})])
-def test_threaded_blas_single_block_path(monkeypatch, arch, opts):
-    """Large per-step products use one BLAS call on all threads (``n_chunks == 0``)."""
-    monkeypatch.setattr(bptt, "BLAS_THREADED_MIN_MACS", 0)
-    monkeypatch.setattr(bptt, "BLAS_MIN_MACS", 0)
-    assert bptt.plan(4, 8, 32, 3) == (True, 0)
-    compare(arch, opts, 4, 6, 3, 5, np.float64, "auto", None, seed=9)
-    compare(arch, opts, 4, 6, 3, 5, np.float32, "auto", 2, seed=10)

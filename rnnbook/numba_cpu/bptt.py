@@ -28,8 +28,8 @@ Two choices are made per call by :func:`plan`:
   synchronisation between steps* (:func:`run`).  That pays when there are at
   least two rows per thread and enough work to cover one hand-off; each block
   calls BLAS single-threaded (threading *inside* a small per-step GEMM would pay
-  a wake-up and a barrier every step).  Only a large per-step product (``B·H·G·H``
-  from ``BLAS_THREADED_MIN_MACS``) goes to one BLAS call on all threads instead.
+  a wake-up and a barrier every step: measured 2-8x slower, and erratic, on a
+  shared 2-core machine where a descheduled thread stalls every barrier).
   The thread count is Numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``).
 
 Truncated BPTT(k) needs one backward chain per injected error (see
@@ -54,12 +54,6 @@ from . import gemm
 #: faster than the loop from B >= 4 on and equal to it for a single row; below this size the
 #: call itself is what costs.
 BLAS_MIN_MACS = 1 << 14
-#: per-step multiply-adds from which one BLAS call uses the BLAS's own threads for the whole
-#: batch instead of row blocks on our threads.  A large product is a packed GEMM: each call
-#: copies ("packs") the weight matrix into cache-sized panels, and row blocks would each
-#: pack all of it; one threaded call splits the weights between the threads instead.  At
-#: this size a step takes long enough that the BLAS's barrier per call no longer matters.
-BLAS_THREADED_MIN_MACS = 1 << 22
 #: the row-block kernels run on several threads only with at least this many rows per thread ...
 MIN_ROWS_PER_THREAD = 2
 #: ... and this much work in the whole sequence (multiply-adds), so the hand-off pays
@@ -89,13 +83,8 @@ def strategy(name: str):
 
 
 def plan(B: int, K: int, N: int, T: int) -> tuple[bool, int]:
-    """``(use_blas, n_chunks)`` for ``T`` steps of a recurrent product ``(B, K) @ (K, N)``.
-
-    ``n_chunks = 0`` means: one block, and the BLAS call may use all its threads.
-    """
+    """``(use_blas, n_chunks)`` for ``T`` steps of a recurrent product ``(B, K) @ (K, N)``."""
     use_blas = {"blas": True, "loops": False}.get(_strategy, gemm.HAVE_BLAS and B * K * N >= BLAS_MIN_MACS)
-    if use_blas and B * K * N >= BLAS_THREADED_MIN_MACS:
-        return True, 0
     if T * B * K * N < MIN_MACS_FOR_THREADS:
         return use_blas, 1
     return use_blas, max(1, min(numba.get_num_threads(), B // MIN_ROWS_PER_THREAD))
@@ -107,14 +96,10 @@ def run(kernel, args, B, use_blas, n_chunks):
     With ``n_chunks > 1`` the rows are cut into blocks that run at the same time on
     a pool of threads: the kernels are compiled with ``nogil=True``, so the threads
     really run in parallel, and there is one hand-off per *sequence*, not per step.
-    BLAS then runs single-threaded inside each block (``gemm.single_threaded_blas``).
-    With ``n_chunks == 0`` there is one block and BLAS threads each per-step call itself.
+    BLAS runs single-threaded inside (``gemm.single_threaded_blas``).
     """
-    if n_chunks == 0:
-        kernel(*args, 0, B, use_blas)
-        return
     with gemm.single_threaded_blas():
-        if n_chunks == 1:
+        if n_chunks <= 1:
             kernel(*args, 0, B, use_blas)
             return
         bounds = [(k * B // n_chunks, (k + 1) * B // n_chunks) for k in range(n_chunks)]
