@@ -1,0 +1,96 @@
+"""Where a Numba training step spends its time: the phases of ``numba_cpu.bptt``, per time step.
+
+    python benchmarks/profile_numba.py lstm 256 32 256          # cell T B H [D]
+    python benchmarks/profile_numba.py gru 128 64 512 --reps 5
+
+Phases (see ``rnnbook/numba_cpu/bptt.py``): the input projection (one GEMM), the compiled
+recurrence forward and backward (``bptt.run``: per-step product + fused gates), the
+weight/input-gradient GEMMs after the loop, and the rest (allocation, checks, sums).
+Each phase's recurrent or GEMM FLOP rate is printed against the SGEMM ceiling measured here.
+"""
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+
+ap = argparse.ArgumentParser()
+ap.add_argument("cell", choices=["rnn", "lstm", "gru"])
+ap.add_argument("T", type=int)
+ap.add_argument("B", type=int)
+ap.add_argument("H", type=int)
+ap.add_argument("D", type=int, nargs="?")
+ap.add_argument("--threads", type=int, default=os.cpu_count())
+ap.add_argument("--reps", type=int, default=10)
+args = ap.parse_args()
+for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[v] = str(args.threads)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+import rnnbook as rb  # noqa: E402
+from rnnbook.numba_cpu import bptt  # noqa: E402
+
+T, B, H = args.T, args.B, args.H
+D = args.D or H
+G = {"rnn": 1, "lstm": 4, "gru": 3}[args.cell]
+acc = defaultdict(float)
+
+
+def timed(name, fn):
+    def wrapper(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            acc[name] += time.perf_counter() - t0
+    return wrapper
+
+
+phase = {"name": "forward"}
+orig_run = bptt.run
+bptt.run = lambda *a, **k: timed(f"recurrence ({phase['name']})", orig_run)(*a, **k)
+bptt.input_projection = timed("input projection GEMM", bptt.input_projection)
+bptt.weight_gradient = timed("weight-gradient GEMMs", bptt.weight_gradient)
+bptt.input_gradient = timed("input-gradient GEMM", bptt.input_gradient)
+
+rng = np.random.default_rng(0)
+params = rb.init_params(args.cell, D, H, dtype=np.float32)
+x = rng.standard_normal((T, B, D)).astype(np.float32)
+dy = rng.standard_normal((T, B, H)).astype(np.float32)
+
+
+def step():
+    phase["name"] = "forward"
+    t0 = time.perf_counter()
+    y, _, cache = rb.forward(args.cell, params, x, backend="numba")
+    phase["name"] = "backward"
+    rb.backward(args.cell, params, cache, dy)
+    return time.perf_counter() - t0
+
+
+step()
+acc.clear()
+total = sum(step() for _ in range(args.reps))
+a = np.random.default_rng(1).standard_normal((2048, 2048)).astype(np.float32)
+a @ a
+t0 = time.perf_counter()
+for _ in range(3):
+    a @ a
+sgemm = 3 * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9
+rec = 2 * G * H * H * B                     # recurrent FLOPs per step, forward
+inp = 2 * G * H * D * B                     # input-side FLOPs per step (one GEMM)
+flops = {"input projection GEMM": inp, "recurrence (forward)": rec, "recurrence (backward)": rec,
+         "weight-gradient GEMMs": inp + rec, "input-gradient GEMM": inp}
+print(f"{args.cell} T={T} B={B} D={D} H={H} float32, {args.threads} threads, SGEMM ceiling {sgemm:.0f} GFLOP/s, "
+      f"load {os.getloadavg()[0]:.1f}")
+print(f"{'phase':<26} {'µs/step':>9} {'share':>6} {'GFLOP/s':>8}")
+us_total = total / args.reps / T * 1e6
+for name, t in sorted(acc.items(), key=lambda kv: -kv[1]):
+    us = t / args.reps / T * 1e6
+    gf = flops.get(name, 0) / (us * 1e-6) / 1e9 if us else 0
+    print(f"{name:<26} {us:9.1f} {us / us_total:6.0%} {gf:8.1f}")
+rest = us_total - sum(acc.values()) / args.reps / T * 1e6
+print(f"{'rest (alloc, checks, sums)':<26} {rest:9.1f} {rest / us_total:6.0%}")
+print(f"{'training step':<26} {us_total:9.1f}   100% {(3 * rec + 3 * inp) / (us_total * 1e-6) / 1e9:8.1f}")

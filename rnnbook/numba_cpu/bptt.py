@@ -1,0 +1,150 @@
+r"""What every compiled cell shares: the three-phase schedule, the choice of kernel, and the big GEMMs.
+
+``numpy_ref.bptt`` runs a cell one step at a time from Python.  Here a sequence
+is split into the parts that are parallel in time and the part that is not::
+
+    1. input projection, all steps at once (one GEMM, NumPy/BLAS)
+         G = X W_ih^T + b                        X (T·B, D) -> G (T, B, G·H)
+    2. the recurrence, one compiled call for the whole sequence
+         for t: G[t] += h_{t-1} W_hh^T ; gate nonlinearities ; c_t, h_t      (fused, in place)
+    3. nothing else in the forward pass; the backward pass mirrors it:
+         for t = T-1 .. 0: dZ[t] = gate derivatives ; dh_{t-1} = dZ[t] W_hh  (compiled, one call)
+         dW_ih = dZ^T X,  dW_hh = dZ^T H_prev,  db = Σ dZ,  dX = dZ W_ih       (four GEMMs over all steps)
+
+Only step 2 is sequential, and inside it there is no Python and no temporary
+array: the pre-activations are written into ``G`` by the product and overwritten
+there by the gate values, which are exactly what the backward pass needs.  The
+hidden states live in one array ``hs (T+1, B, H)`` with ``hs[0] = h_0`` and
+``hs[t+1] = h_t``, so ``hs[:-1]`` is the ``H_prev`` of the weight gradient and
+``hs[1:]`` is the output ``y``.
+
+Two choices are made per call by :func:`plan`:
+
+* ``use_blas``: compute the recurrent product with BLAS (``gemm.matmul_rows``)
+  or with the compiled loop;
+* ``n_chunks``: batch rows are independent through the whole recurrence (only the
+  weight gradients mix them, and those are GEMMs after the loop), so the loop
+  kernel can run ``n_chunks`` blocks of rows on separate threads with *no
+  synchronisation between steps* (:func:`run`).  That pays when there are at
+  least two rows per thread and enough work to cover one hand-off; each block
+  calls BLAS single-threaded (threading *inside* a small per-step GEMM would pay
+  a wake-up and a barrier every step: measured 2-8x slower, and erratic, on a
+  shared 2-core machine where a descheduled thread stalls every barrier).
+  The thread count is Numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``).
+
+Truncated BPTT(k) needs one backward chain per injected error (see
+``numpy_ref.bptt._backward_windowed``).  Every chain is a run of the same fused
+step kernel; the gate gradients of all chains are *added* into one ``dZ`` and
+the weight gradients are still four GEMMs at the end, because they are linear
+in ``dZ``.  So BPTT(k) costs ``T·k`` recurrent steps but no extra GEMMs.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+
+import numba
+import numpy as np
+
+from . import gemm
+
+#: per-step multiply-adds (rows × K × N) from which the BLAS path is used.  Measured on the
+#: development machine (OpenBLAS SkylakeX kernels, 2 cores): BLAS's small-matrix GEMM is 2-3x
+#: faster than the loop from B >= 4 on and equal to it for a single row; below this size the
+#: call itself is what costs.
+BLAS_MIN_MACS = 1 << 14
+#: the row-block kernels run on several threads only with at least this many rows per thread ...
+MIN_ROWS_PER_THREAD = 2
+#: ... and this much work in the whole sequence (multiply-adds), so the hand-off pays
+MIN_MACS_FOR_THREADS = 1 << 20
+
+_strategy = os.environ.get("RNNBOOK_NUMBA_STRATEGY", "auto")
+
+
+def _check_strategy(name):
+    if name not in ("auto", "loops", "blas"):
+        raise ValueError(f"strategy must be 'auto', 'loops' or 'blas', got {name!r}")
+    if name == "blas" and not gemm.HAVE_BLAS:
+        raise ValueError(f"strategy 'blas' needs NumPy's bundled BLAS, which is missing here "
+                         f"({gemm.BLAS_SOURCE})")
+    return name
+
+
+@contextlib.contextmanager
+def strategy(name: str):
+    """Force the recurrent product onto ``"loops"`` or ``"blas"`` (or ``"auto"``) inside a block."""
+    global _strategy
+    old, _strategy = _strategy, _check_strategy(name)
+    try:
+        yield name
+    finally:
+        _strategy = old
+
+
+def plan(B: int, K: int, N: int, T: int) -> tuple[bool, int]:
+    """``(use_blas, n_chunks)`` for ``T`` steps of a recurrent product ``(B, K) @ (K, N)``."""
+    use_blas = {"blas": True, "loops": False}.get(_strategy, gemm.HAVE_BLAS and B * K * N >= BLAS_MIN_MACS)
+    if T * B * K * N < MIN_MACS_FOR_THREADS:
+        return use_blas, 1
+    return use_blas, max(1, min(numba.get_num_threads(), B // MIN_ROWS_PER_THREAD))
+
+
+def run(kernel, args, B, use_blas, n_chunks):
+    """Run a row kernel ``kernel(*args, r0, r1, use_blas)`` over all ``B`` rows.
+
+    With ``n_chunks > 1`` the rows are cut into blocks that run at the same time on
+    a pool of threads: the kernels are compiled with ``nogil=True``, so the threads
+    really run in parallel, and there is one hand-off per *sequence*, not per step.
+    BLAS runs single-threaded inside (``gemm.single_threaded_blas``).
+    """
+    with gemm.single_threaded_blas():
+        if n_chunks <= 1:
+            kernel(*args, 0, B, use_blas)
+            return
+        bounds = [(k * B // n_chunks, (k + 1) * B // n_chunks) for k in range(n_chunks)]
+        others = [_thread_pool().submit(kernel, *args, r0, r1, use_blas) for r0, r1 in bounds[1:]]
+        kernel(*args, *bounds[0], use_blas)               # this thread takes the first block
+        for f in others:
+            f.result()
+
+
+_pool = None
+
+
+def _thread_pool():
+    global _pool
+    n = max(1, numba.get_num_threads() - 1)
+    if _pool is None or _pool._max_workers != n:
+        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="rnnbook-numba")
+    return _pool
+
+
+def input_projection(x, W_ih, b):
+    """``X W_ih^T + b`` for all steps at once: ``x (T, B, D)`` -> ``(T, B, G)``, a fresh C array."""
+    T, B, D = x.shape
+    G = np.matmul(x.reshape(T * B, D), W_ih.T).reshape(T, B, -1)
+    if b is not None:
+        G += b
+    return G
+
+
+def contiguous(params, names):
+    return tuple(np.ascontiguousarray(params[n]) for n in names)
+
+
+def weight_gradient(dZ, inputs):
+    """``Σ_t dZ_t^T inputs_t`` as one GEMM: ``dZ (T, B, G)``, ``inputs (T, B, K)`` -> ``(G, K)``."""
+    T, B, G = dZ.shape
+    return dZ.reshape(T * B, G).T @ inputs.reshape(T * B, -1)
+
+
+def input_gradient(dZ, W_ih):
+    """``dX_t = dZ_t W_ih`` for all steps: ``(T, B, G) @ (G, D)`` -> ``(T, B, D)``."""
+    T, B, G = dZ.shape
+    return (dZ.reshape(T * B, G) @ W_ih).reshape(T, B, -1)
+
+
+def windows(T: int, k: int):
+    """BPTT(k) chains: for each injection step ``s``, the lowest step ``s-k+1`` its error reaches."""
+    return [(s, max(s - k + 1, 0)) for s in range(T)]

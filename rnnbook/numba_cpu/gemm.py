@@ -1,0 +1,211 @@
+r"""The recurrent matrix product, for compiled kernels: a plain loop, or BLAS called from compiled code.
+
+Every cell spends its time in one product per step, applied to a block of batch rows::
+
+    C[r, :] += A[r, :] @ M          for r in rows r0 .. r1-1
+    A (B, K)   M (K, N) row-major   C (B, N)
+
+(forward: ``A = h_{t-1}``, ``M = W_hh^T``; backward: ``A = dz_t``, ``M = W_hh``).  Two
+ways to compute it, chosen per call by ``use_blas``:
+
+* **loops** -- row by row, ``C[r, n] += A[r, k] · M[k, n]`` with ``n`` innermost:
+  contiguous in ``M`` and ``C``, so it compiles to SIMD multiply-adds.  No call
+  overhead, best when the product is small (the latency regime, ``B·H`` tiny).
+* **BLAS** -- one ``?gemm`` over the block of rows, called *from inside* the
+  compiled loop (no Python between steps).  Its small-matrix kernels block for
+  registers and use the full vector width, so it wins once the product has any
+  size.  It runs single-threaded (:func:`single_threaded_blas`): the threads go
+  over blocks of batch rows instead, with no synchronisation between steps.
+
+The BLAS is the OpenBLAS that NumPy's wheels carry (``numpy.libs``); its CBLAS
+``?gemm`` is registered with LLVM under the names ``rnnbook_sgemm`` /
+``rnnbook_dgemm`` and compiled code calls it by name, so the on-disk compile cache
+stays valid across processes.  Where no such library is found (NumPy built
+against another BLAS), the names are bound to compiled loops instead and the
+backend simply never chooses the BLAS path (``HAVE_BLAS`` is False).
+"""
+import contextlib
+import ctypes
+import glob
+import os
+
+import numpy as np
+from llvmlite import binding as _llvm
+from numba import cfunc, njit, types
+
+from .functions import KERNEL_OPTIONS
+
+_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS = 101, 111
+
+# cblas_?gemm(order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), 64-bit integers
+_SIG = {dt: types.void(types.int32, types.int32, types.int32, types.int64, types.int64, types.int64,
+                       ft, types.voidptr, types.int64, types.voidptr, types.int64,
+                       ft, types.voidptr, types.int64)
+        for dt, ft in (("s", types.float32), ("d", types.float64))}
+_CNAMES = ("scipy_cblas_{}gemm64_", "cblas_{}gemm64_")   # ILP64 CBLAS symbols NumPy's OpenBLAS exports
+
+
+def _find_numpy_blas():
+    """``(library, {"s": address, "d": address})`` of NumPy's bundled ILP64 CBLAS gemm, or ``None``."""
+    libdir = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pattern in _CNAMES:
+            try:
+                fns = {dt: getattr(lib, pattern.format(dt)) for dt in "sd"}
+            except AttributeError:
+                continue
+            return lib, {dt: ctypes.cast(fn, ctypes.c_void_p).value for dt, fn in fns.items()}
+    return None
+
+
+def _loop_gemm(dt):
+    """A compiled stand-in with the CBLAS signature (row-major, no transposes, alpha = beta = 1)."""
+    ctype = types.float32 if dt == "s" else types.float64
+
+    @cfunc(_SIG[dt])
+    def gemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):  # pragma: no cover
+        a = _carray(A, M * lda, ctype)
+        b = _carray(B, K * ldb, ctype)
+        c = _carray(C, M * ldc, ctype)
+        for m in range(M):
+            for k in range(K):
+                amk = a[m * lda + k]
+                for n in range(N):
+                    c[m * ldc + n] += amk * b[k * ldb + n]
+    return gemm
+
+
+def _carray(ptr, n, dtype):
+    from numba import carray
+    return carray(ptr, n, dtype)
+
+
+_found = _find_numpy_blas()
+HAVE_BLAS = _found is not None
+#: where the BLAS came from (for reports), or why there is none
+BLAS_SOURCE = _found[0]._name if HAVE_BLAS else "none found in numpy.libs: using compiled loops only"
+if HAVE_BLAS:
+    for _dt, _addr in _found[1].items():
+        _llvm.add_symbol(f"rnnbook_{_dt}gemm", _addr)
+else:  # pragma: no cover - only where NumPy carries another BLAS
+    _fallbacks = {dt: _loop_gemm(dt) for dt in "sd"}
+    for _dt, _fn in _fallbacks.items():
+        _llvm.add_symbol(f"rnnbook_{_dt}gemm", _fn.address)
+
+
+def _thread_control():
+    """OpenBLAS's get/set_num_threads, or ``None``."""
+    if not HAVE_BLAS:
+        return None
+    for get_name, set_name in (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                               ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+                               ("openblas_get_num_threads", "openblas_set_num_threads")):
+        try:
+            get, put = getattr(_found[0], get_name), getattr(_found[0], set_name)
+        except AttributeError:
+            continue
+        get.restype, put.restype, put.argtypes = ctypes.c_int, None, [ctypes.c_int]
+        return get, put
+    return None
+
+
+_threads = _thread_control()
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Inside the block NumPy's OpenBLAS runs every call on the calling thread.
+
+    The per-step products are small (``B`` rows): spread over threads *inside* each
+    call, they would pay a wake-up and a barrier every step.  The recurrence threads
+    over blocks of batch rows instead (``bptt.run``), each block calling BLAS on its
+    own thread.  The setting is process-wide and restored on exit.
+    """
+    if _threads is None:
+        yield
+        return
+    get, put = _threads
+    old = get()
+    put(1)
+    try:
+        yield
+    finally:
+        put(old)
+
+
+_sgemm = types.ExternalFunction("rnnbook_sgemm", _SIG["s"])
+_dgemm = types.ExternalFunction("rnnbook_dgemm", _SIG["d"])
+
+
+@njit(inline="always")
+def _row_ptr(a, r):
+    """Address of ``a[r, 0]`` in a 2-D array whose rows are contiguous."""
+    return a.ctypes.data + r * a.strides[0]
+
+
+@njit(inline="always")
+def _leading_dim(a):
+    """Elements between rows (a single row may carry any stride in NumPy: use its length)."""
+    return a.strides[0] // a.itemsize if a.shape[0] > 1 else max(a.shape[1], 1)
+
+
+@njit(**KERNEL_OPTIONS)
+def matmul_rows(A, M, C, r0, r1, use_blas):
+    """``C[r] += A[r] @ M`` for rows ``r0 <= r < r1``; ``A (B, K)``, ``M (K, N)``, ``C (B, N)``.
+
+    Each array's rows must be contiguous (a column slice such as ``A[:, :2H]`` is fine).
+    """
+    K, N = M.shape
+    rows = r1 - r0
+    if rows <= 0:
+        return
+    if use_blas:
+        lda, ldm, ldc = _leading_dim(A), _leading_dim(M), _leading_dim(C)
+        if C.itemsize == 4:
+            _sgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_NO_TRANS, rows, N, K,
+                   np.float32(1.0), _row_ptr(A, r0), lda, M.ctypes.data, ldm,
+                   np.float32(1.0), _row_ptr(C, r0), ldc)
+        else:
+            _dgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_NO_TRANS, rows, N, K,
+                   1.0, _row_ptr(A, r0), lda, M.ctypes.data, ldm,
+                   1.0, _row_ptr(C, r0), ldc)
+        return
+    # loops: four rows of M per pass over C, so each C[r, n] is loaded and stored once per
+    # four multiply-adds (the loop over n is what becomes SIMD code)
+    K4 = K - K % 4
+    for r in range(r0, r1):
+        c = C[r]
+        a = A[r]
+        for k in range(0, K4, 4):
+            a0, a1, a2, a3 = a[k], a[k + 1], a[k + 2], a[k + 3]
+            m0, m1, m2, m3 = M[k], M[k + 1], M[k + 2], M[k + 3]
+            for n in range(N):
+                c[n] += a0 * m0[n] + a1 * m1[n] + a2 * m2[n] + a3 * m3[n]
+        for k in range(K4, K):
+            ak = a[k]
+            m = M[k]
+            for n in range(N):
+                c[n] += ak * m[n]
+
+# Row helpers written as loops: array expressions (``a[:] = b``, ``a += b``) would compile
+# NumPy's broadcasting machinery into every kernel, which costs seconds of compile time.
+@njit(inline="always")
+def copy(dst, src):
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(inline="always")
+def add(dst, src):
+    for j in range(dst.shape[0]):
+        dst[j] += src[j]
+
+
+@njit(inline="always")
+def fill(dst, value):
+    for j in range(dst.shape[0]):
+        dst[j] = value

@@ -1,0 +1,279 @@
+r"""GRU on the Numba backend, both placements of the reset gate: ``numpy_ref.gru`` compiled and fused.
+
+Gate order **r, z, n**; ``G[t] = x_t W_ih^T + b_ih  (B, 3H) = [gi_r | gi_z | gi_n]`` for all
+steps is one GEMM, as for every cell (see ``bptt``).
+
+*Reset after the product* (``reset_after=True``, PyTorch/cuDNN).  One product per step::
+
+    gh  = h_{t-1} W_hh^T + b_hh                     (B, 3H)  scratch, per step
+    r = σ(gi_r + gh_r)    z = σ(gi_z + gh_z)    n = tanh(gi_n + r ⊙ gh_n)
+    h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+
+  cache: ``acts (T, B, 3H)`` = [r | z | n] (written over G), ``ghn (T, B, H)`` = gh_n.
+
+*Reset before the product* (``reset_after=False``, Cho et al.).  Two products per step,
+because the second one needs ``r``::
+
+    grz = h_{t-1} W_h{rz}^T + b_h{rz}               (B, 2H)   W_h{rz} = W_hh[:2H]
+    r = σ(gi_r + grz_r)    z = σ(gi_z + grz_z)    rh_t = r ⊙ h_{t-1}
+    n = tanh(gi_n + rh_t W_hn^T + b_hn)             W_hn = W_hh[2H:]
+    h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+
+  cache: ``acts`` = [r | z | n], ``rh (T, B, H)``.
+
+Backward of one step (``a_r, a_z, a_n`` are the arguments of σ, σ, tanh)::
+
+    dn = dh ⊙ (1-z),  dz = dh ⊙ (h_prev - n),  dh_prev = dh ⊙ z + …     # h = (1-z) n + z h_prev
+    da_n = dn ⊙ (1-n²),  da_z = dz ⊙ z(1-z)                             # n = tanh(a_n), z = σ(a_z)
+    after:  dgh_n = da_n ⊙ r,  dr = da_n ⊙ gh_n                          # a_n = gi_n + r ⊙ gh_n
+            da_r = dr ⊙ r(1-r);  dh_prev += [da_r|da_z|dgh_n] W_hh        # gh = h_prev W_hh^T + b_hh
+    before: d(rh) = da_n W_hn,  dr = d(rh) ⊙ h_prev,  dh_prev += d(rh) ⊙ r # a_n = … + (r ⊙ h_prev) W_hn^T
+            da_r = dr ⊙ r(1-r);  dh_prev += [da_r|da_z] W_h{rz}           # a_{r,z} = … + h_prev W_h{rz}^T
+    dW_ih = Σ dgi^T x (dgi = [da_r|da_z|da_n]),  db_ih = Σ dgi,  dx = dgi W_ih        (GEMMs after the loop)
+    after:  dW_hh = Σ dgh^T h_prev  (dgh = [da_r|da_z|dgh_n]),  db_hh = Σ dgh
+    before: dW_h{rz} = Σ [da_r|da_z]^T h_prev,  dW_hn = Σ da_n^T rh,  db_hh = Σ dgi
+"""
+import numpy as np
+from numba import njit
+
+from ..checks import check_backward_call, check_forward_call, check_window
+from ..numpy_ref import gru as _spec
+from . import bptt
+from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
+from .gemm import add, copy, fill, matmul_rows
+
+NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
+param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params
+
+
+# ------------------------------------------------------------------ compiled: reset after the product
+@njit(inline="always", **KERNEL_OPTIONS)
+def _cell_forward_after(g, gh, h_prev, h, ghn):
+    """One row: ``g (3H)`` holds [gi_r|gi_z|gi_n] and becomes [r|z|n]; ``gh (3H)`` = h_prev W_hh^T + b_hh."""
+    H = h.shape[0]
+    for j in range(H):
+        r = sigmoid(g[j] + gh[j])
+        z = sigmoid(g[H + j] + gh[H + j])
+        n = tanh(g[2 * H + j] + r * gh[2 * H + j])
+        h[j] = (1 - z) * n + z * h_prev[j]
+        g[j], g[H + j], g[2 * H + j] = r, z, n
+        ghn[j] = gh[2 * H + j]
+
+
+@njit(cache=True, nogil=True, **KERNEL_OPTIONS)
+def _forward_after_rows(acts, WT, b_hh, hs, ghn, gh, r0, r1, use_blas):
+    for t in range(acts.shape[0]):
+        for r in range(r0, r1):
+            copy(gh[r], b_hh)
+        matmul_rows(hs[t], WT, gh, r0, r1, use_blas)              # gh = h_{t-1} W_hh^T + b_hh
+        for r in range(r0, r1):
+            _cell_forward_after(acts[t, r], gh[r], hs[t, r], hs[t + 1, r], ghn[t, r])
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _cell_backward_after(acts, ghn, h_prev, dh, dgi, dgh):
+    """One row: ``dh`` (at h_t) becomes its direct part ``dh ⊙ z``; writes ``dgi``, ``dgh`` (3H each)."""
+    H = dh.shape[0]
+    for j in range(H):
+        r, z, n = acts[j], acts[H + j], acts[2 * H + j]
+        dn = dh[j] * (1 - z)                                  # h = (1-z) n + z h_prev
+        dzj = dh[j] * (h_prev[j] - n)
+        da_n = dn * dtanh_from_output(n)                      # n = tanh(a_n)
+        da_z = dzj * dsigmoid_from_output(z)                  # z = σ(a_z)
+        da_r = da_n * ghn[j] * dsigmoid_from_output(r)        # a_n = gi_n + r ⊙ gh_n,  r = σ(a_r)
+        dgi[j], dgi[H + j], dgi[2 * H + j] = da_r, da_z, da_n
+        dgh[j], dgh[H + j], dgh[2 * H + j] = da_r, da_z, da_n * r
+        dh[j] = dh[j] * z                                     # h = … + z h_prev
+
+
+@njit(cache=True, nogil=True, **KERNEL_OPTIONS)
+def _backward_after_rows(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
+                         dGI, dGH, dgi, dgh, dh, dh0, r0, r1, use_blas):
+    """Backward chains for rows ``r0 .. r1-1`` (see ``lstm._backward_rows`` for ``chains``)."""
+    T = dy.shape[0]
+    for c in range(chains.shape[0]):
+        s, lo = chains[c, 0], chains[c, 1]
+        for r in range(r0, r1):
+            if s == T - 1:
+                copy(dh[r], dstate_h[r])
+            else:
+                fill(dh[r], 0)
+        for t in range(s, lo - 1, -1):
+            for r in range(r0, r1):
+                if inject_all or t == s:
+                    add(dh[r], dy[t, r])                          # y_t = h_t
+                _cell_backward_after(acts[t, r], ghn[t, r], hs[t, r], dh[r], dgi[r], dgh[r])
+                add(dGI[t, r], dgi[r])
+                add(dGH[t, r], dgh[r])
+            matmul_rows(dgh, W_hh, dh, r0, r1, use_blas)          # dh_{t-1} += dgh W_hh
+        if lo == 0:
+            for r in range(r0, r1):
+                add(dh0[r], dh[r])
+
+
+# ------------------------------------------------------------------ compiled: reset before the product
+@njit(inline="always", **KERNEL_OPTIONS)
+def _cell_gates_before(g, grz, h_prev, rh):
+    """One row: ``g[:2H]`` [gi_r|gi_z] becomes [r|z]; ``rh = r ⊙ h_prev``."""
+    H = h_prev.shape[0]
+    for j in range(H):
+        r = sigmoid(g[j] + grz[j])
+        z = sigmoid(g[H + j] + grz[H + j])
+        g[j], g[H + j] = r, z
+        rh[j] = r * h_prev[j]
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _cell_update_before(g, gn, h_prev, h):
+    """One row: ``n = tanh(gi_n + gn)`` with ``gn = rh W_hn^T + b_hn``; ``h = (1-z) n + z h_prev``."""
+    H = h.shape[0]
+    for j in range(H):
+        z = g[H + j]
+        n = tanh(g[2 * H + j] + gn[j])
+        h[j] = (1 - z) * n + z * h_prev[j]
+        g[2 * H + j] = n
+
+
+@njit(cache=True, nogil=True, **KERNEL_OPTIONS)
+def _forward_before_rows(acts, WT_rz, WT_n, b_hh, hs, rh, grz, gn, r0, r1, use_blas):
+    H = hs.shape[2]
+    for t in range(acts.shape[0]):
+        for r in range(r0, r1):
+            copy(grz[r], b_hh[:2 * H])
+            copy(gn[r], b_hh[2 * H:])
+        matmul_rows(hs[t], WT_rz, grz, r0, r1, use_blas)          # grz = h_{t-1} W_h{rz}^T + b_h{rz}
+        for r in range(r0, r1):
+            _cell_gates_before(acts[t, r], grz[r], hs[t, r], rh[t, r])
+        matmul_rows(rh[t], WT_n, gn, r0, r1, use_blas)            # gn = rh_t W_hn^T + b_hn
+        for r in range(r0, r1):
+            _cell_update_before(acts[t, r], gn[r], hs[t, r], hs[t + 1, r])
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _cell_backward_before_1(acts, h_prev, dh, dgi, dan):
+    """One row, first half: ``da_z``, ``da_n`` into ``dgi``/``dan``; ``dh`` becomes ``dh ⊙ z``."""
+    H = dh.shape[0]
+    for j in range(H):
+        z, n = acts[H + j], acts[2 * H + j]
+        dn = dh[j] * (1 - z)                                  # h = (1-z) n + z h_prev
+        dzj = dh[j] * (h_prev[j] - n)
+        da_n = dn * dtanh_from_output(n)                      # n = tanh(a_n)
+        dgi[H + j] = dzj * dsigmoid_from_output(z)            # z = σ(a_z)
+        dgi[2 * H + j] = da_n
+        dan[j] = da_n
+        dh[j] = dh[j] * z                                     # h = … + z h_prev
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _cell_backward_before_2(acts, h_prev, drh, dh, dgi):
+    """One row, second half, given ``drh = da_n W_hn``: ``da_r`` into ``dgi``; ``dh += drh ⊙ r``."""
+    H = dh.shape[0]
+    for j in range(H):
+        r = acts[j]
+        dgi[j] = drh[j] * h_prev[j] * dsigmoid_from_output(r)   # rh = r ⊙ h_prev,  r = σ(a_r)
+        dh[j] += drh[j] * r                                   # rh = r ⊙ h_prev
+
+
+@njit(cache=True, nogil=True, **KERNEL_OPTIONS)
+def _backward_before_rows(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
+                          dGI, dgi, dan, drh, dh, dh0, r0, r1, use_blas):
+    """Backward chains for rows ``r0 .. r1-1``; ``dgi (B, 3H)`` rows are [da_r|da_z|da_n]."""
+    T = dy.shape[0]
+    H = dh.shape[1]
+    for c in range(chains.shape[0]):
+        s, lo = chains[c, 0], chains[c, 1]
+        for r in range(r0, r1):
+            if s == T - 1:
+                copy(dh[r], dstate_h[r])
+            else:
+                fill(dh[r], 0)
+        for t in range(s, lo - 1, -1):
+            for r in range(r0, r1):
+                if inject_all or t == s:
+                    add(dh[r], dy[t, r])                          # y_t = h_t
+                _cell_backward_before_1(acts[t, r], hs[t, r], dh[r], dgi[r], dan[r])
+                fill(drh[r], 0)
+            matmul_rows(dan, W_n, drh, r0, r1, use_blas)          # d(rh) = da_n W_hn
+            for r in range(r0, r1):
+                _cell_backward_before_2(acts[t, r], hs[t, r], drh[r], dh[r], dgi[r])
+                add(dGI[t, r], dgi[r])
+            matmul_rows(dgi[:, :2 * H], W_rz, dh, r0, r1, use_blas)  # dh_{t-1} += [da_r|da_z] W_h{rz}
+        if lo == 0:
+            for r in range(r0, r1):
+                add(dh0[r], dh[r])
+
+
+# ------------------------------------------------------------------------------------ Python
+def forward(params, x, state0=None, **options):
+    """Run over ``x (T, B, D)``: returns ``(y (T, B, H), (h_T,), cache)``."""
+    opts, (T, B, D, H), dtype, state0 = check_forward_call(_spec, params, x, state0, options)
+    W_ih, W_hh, b_ih, b_hh = bptt.contiguous(params, ("W_ih", "W_hh", "b_ih", "b_hh"))
+    acts = bptt.input_projection(x, W_ih, b_ih)                 # G = X W_ih^T + b_ih   (T, B, 3H)
+    hs = np.empty((T + 1, B, H), dtype)
+    hs[0] = 0 if state0 is None else state0[0]
+    cache = {"x": x, "acts": acts, "hs": hs, "options": opts, "shape": (T, B, H), "dtype": dtype}
+    if opts["reset_after"]:
+        ghn, gh = np.empty((T, B, H), dtype), np.empty((B, 3 * H), dtype)
+        use_blas, n_chunks = bptt.plan(B, H, 3 * H, T)
+        bptt.run(_forward_after_rows, (acts, np.ascontiguousarray(W_hh.T), b_hh, hs, ghn, gh),
+                 B, use_blas, n_chunks)
+        cache["ghn"] = ghn
+    else:
+        rh, grz, gn = np.empty((T, B, H), dtype), np.empty((B, 2 * H), dtype), np.empty((B, H), dtype)
+        use_blas, n_chunks = bptt.plan(B, H, 3 * H, T)
+        args = (acts, np.ascontiguousarray(W_hh[:2 * H].T), np.ascontiguousarray(W_hh[2 * H:].T),
+                b_hh, hs, rh, grz, gn)
+        bptt.run(_forward_before_rows, args, B, use_blas, n_chunks)
+        cache["rh"] = rh
+    return hs[1:], (hs[T].copy(),), cache
+
+
+def backward(params, cache, dy, dstate=None, window=None):
+    """Full BPTT (``window=None``) or BPTT(k): the gradients of ``numpy_ref.gru.backward``."""
+    T, B, H = cache["shape"]
+    dtype = cache["dtype"]
+    dstate = check_backward_call(_spec, cache["shape"], dtype, dy, dstate, 1)
+    W_ih, W_hh = bptt.contiguous(params, ("W_ih", "W_hh"))
+    dstate_h = np.zeros((B, H), dtype) if dstate is None else np.ascontiguousarray(dstate[0])
+    if window is None:
+        chains, inject_all = np.array([[T - 1, 0]], np.int64), True
+    else:
+        chains, inject_all = np.array(bptt.windows(T, check_window(window, T)), np.int64), False
+    dy = np.ascontiguousarray(dy)
+    hs, x = cache["hs"], cache["x"]
+    dGI = np.zeros((T, B, 3 * H), dtype)
+    dgi, dh, dh0 = np.empty((B, 3 * H), dtype), np.empty((B, H), dtype), np.zeros((B, H), dtype)
+    use_blas, n_chunks = bptt.plan(B, 3 * H, H, T)
+    if cache["options"]["reset_after"]:
+        dGH, dgh = np.zeros((T, B, 3 * H), dtype), np.empty((B, 3 * H), dtype)
+        args = (cache["acts"], cache["ghn"], hs, W_hh, dy, dstate_h, chains, inject_all,
+                dGI, dGH, dgi, dgh, dh, dh0)
+        bptt.run(_backward_after_rows, args, B, use_blas, n_chunks)
+        dW_hh = bptt.weight_gradient(dGH, hs[:-1])                  # gh = h_prev W_hh^T + b_hh
+        db_hh = dGH.sum(axis=(0, 1))
+    else:
+        dan, drh = np.empty((B, H), dtype), np.empty((B, H), dtype)
+        args = (cache["acts"], hs, np.ascontiguousarray(W_hh[:2 * H]), np.ascontiguousarray(W_hh[2 * H:]),
+                dy, dstate_h, chains, inject_all, dGI, dgi, dan, drh, dh, dh0)
+        bptt.run(_backward_before_rows, args, B, use_blas, n_chunks)
+        dW_hh = np.concatenate([bptt.weight_gradient(dGI[:, :, :2 * H], hs[:-1]),   # a_{r,z} = … + h_prev W_h{rz}^T
+                                bptt.weight_gradient(dGI[:, :, 2 * H:], cache["rh"])])  # a_n = … + rh W_hn^T
+        db_hh = dGI.sum(axis=(0, 1))
+    return {"W_ih": bptt.weight_gradient(dGI, x),                    # gi = x W_ih^T + b_ih
+            "W_hh": dW_hh,
+            "b_ih": dGI.sum(axis=(0, 1)),
+            "b_hh": db_hh,
+            "x": bptt.input_gradient(dGI, W_ih),
+            "state0": (dh0,)}
+
+
+def step_forward(params, x_t, state, reset_after=True):
+    """One step, ``x_t (B, D)``: the compiled loop on a sequence of length 1 -> ``((h,), cache)``."""
+    _, state, cache = forward(params, x_t[None], state, reset_after=reset_after)
+    return state, cache
+
+
+def step_backward(params, cache, dstate):
+    """Backward of one step: ``dstate = (dh,)`` -> ``(dx_t, (dh_prev,), dparams)``."""
+    g = backward(params, cache, np.zeros_like(dstate[0])[None], dstate)
+    return g["x"][0], g["state0"], {k: g[k] for k in param_shapes(1, 1)}

@@ -1,0 +1,132 @@
+r"""Elman RNN on the Numba backend: ``numpy_ref.rnn`` with the time loop compiled and fused.
+
+Same equations and names as ``numpy_ref.rnn`` (``φ`` is ``tanh`` or ``relu``)::
+
+    a_t = x_t W_ih^T + b  +  h_{t-1} W_hh^T        (B, H)
+          ╰─ G[t]: one GEMM ─╯ ╰─ compiled loop ─╯
+    h_t = φ(a_t)
+
+Arrays of the compiled loop (see ``bptt`` for the schedule)::
+
+    pre (T, B, H)     G[t] before step t, the pre-activation a_t after it
+    hs  (T+1, B, H)   hs[0] = h_0, hs[t+1] = h_t  (y = hs[1:]; φ'(a_t) is read off h_t)
+    WT  (H, H)        W_hh^T
+
+Backward of one step (``_cell_backward``)::
+
+    da_t     = dh_t ⊙ φ'(a_t)          # h = φ(a);  φ' from the output: 1 - h², or [h > 0]
+    dh_{t-1} = da_t W_hh               # a = … + h_prev W_hh^T        (compiled loop)
+    dW_ih = Σ da^T x,  dW_hh = Σ da^T h_prev,  db = Σ da,  dx = da W_ih   (GEMMs after it)
+"""
+import numpy as np
+from numba import njit
+
+from ..checks import check_backward_call, check_forward_call, check_window
+from ..numpy_ref import rnn as _spec
+from . import bptt
+from .functions import KERNEL_OPTIONS, drelu_from_output, dtanh_from_output, relu, tanh
+from .gemm import add, copy, fill, matmul_rows
+
+NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
+param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params
+
+
+# ------------------------------------------------------------------------------------ compiled
+@njit(inline="always", **KERNEL_OPTIONS)
+def _cell_forward(a, h, use_relu):
+    """``h = φ(a)`` for one batch row."""
+    for j in range(h.shape[0]):
+        h[j] = relu(a[j]) if use_relu else tanh(a[j])
+
+
+@njit(cache=True, nogil=True, **KERNEL_OPTIONS)
+def _forward_rows(pre, WT, hs, use_relu, r0, r1, use_blas):
+    """The whole recurrence for batch rows ``r0 .. r1-1``."""
+    for t in range(pre.shape[0]):
+        matmul_rows(hs[t], WT, pre[t], r0, r1, use_blas)       # a_t = G[t] + h_{t-1} W_hh^T
+        for r in range(r0, r1):
+            _cell_forward(pre[t, r], hs[t + 1, r], use_relu)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _cell_backward(h, dh, da, use_relu):
+    """``da = dh ⊙ φ'(a)`` for one row, ``φ'`` written through the output ``h``."""
+    for j in range(h.shape[0]):
+        da[j] = dh[j] * (drelu_from_output(h[j]) if use_relu else dtanh_from_output(h[j]))
+
+
+@njit(cache=True, nogil=True, **KERNEL_OPTIONS)
+def _backward_rows(hs, W_hh, dy, dstate_h, use_relu, chains, inject_all, dA, da, dh, dh0, r0, r1, use_blas):
+    """Backward chains for rows ``r0 .. r1-1`` (see ``lstm._backward_rows`` for ``chains``)."""
+    T = dy.shape[0]
+    for n in range(chains.shape[0]):
+        s, lo = chains[n, 0], chains[n, 1]
+        for r in range(r0, r1):
+            if s == T - 1:
+                copy(dh[r], dstate_h[r])
+            else:
+                fill(dh[r], 0)
+        for t in range(s, lo - 1, -1):
+            for r in range(r0, r1):
+                if inject_all or t == s:
+                    add(dh[r], dy[t, r])                          # y_t = h_t
+                _cell_backward(hs[t + 1, r], dh[r], da[r], use_relu)
+                add(dA[t, r], da[r])
+                fill(dh[r], 0)
+            matmul_rows(da, W_hh, dh, r0, r1, use_blas)           # dh_{t-1} = da W_hh
+        if lo == 0:
+            for r in range(r0, r1):
+                add(dh0[r], dh[r])
+
+
+# ------------------------------------------------------------------------------------ Python
+def forward(params, x, state0=None, **options):
+    """Run over ``x (T, B, D)``: returns ``(y (T, B, H), (h_T,), cache)``."""
+    opts, (T, B, D, H), dtype, state0 = check_forward_call(_spec, params, x, state0, options)
+    W_ih, W_hh, b = bptt.contiguous(params, ("W_ih", "W_hh", "b"))
+    pre = bptt.input_projection(x, W_ih, b)                     # G = X W_ih^T + b   (T, B, H)
+    hs = np.empty((T + 1, B, H), dtype)
+    hs[0] = 0 if state0 is None else state0[0]
+    use_relu = opts["nonlinearity"] == "relu"
+    use_blas, n_chunks = bptt.plan(B, H, H, T)
+    bptt.run(_forward_rows, (pre, np.ascontiguousarray(W_hh.T), hs, use_relu), B, use_blas, n_chunks)
+    cache = {"x": x, "hs": hs, "options": opts, "shape": (T, B, H), "dtype": dtype}
+    return hs[1:], (hs[T].copy(),), cache
+
+
+def backward(params, cache, dy, dstate=None, window=None):
+    """Full BPTT (``window=None``) or BPTT(k): the gradients of ``numpy_ref.rnn.backward``."""
+    T, B, H = cache["shape"]
+    dtype = cache["dtype"]
+    dstate = check_backward_call(_spec, cache["shape"], dtype, dy, dstate, 1)
+    W_ih, W_hh = bptt.contiguous(params, ("W_ih", "W_hh"))
+    dstate_h = np.zeros((B, H), dtype) if dstate is None else np.ascontiguousarray(dstate[0])
+    if window is None:
+        chains, inject_all = np.array([[T - 1, 0]], np.int64), True
+    else:
+        chains, inject_all = np.array(bptt.windows(T, check_window(window, T)), np.int64), False
+    dA = np.zeros((T, B, H), dtype)
+    da, dh, dh0 = np.empty((B, H), dtype), np.empty((B, H), dtype), np.zeros((B, H), dtype)
+    use_relu = cache["options"]["nonlinearity"] == "relu"
+    use_blas, n_chunks = bptt.plan(B, H, H, T)
+    args = (cache["hs"], W_hh, np.ascontiguousarray(dy), dstate_h, use_relu, chains, inject_all,
+            dA, da, dh, dh0)
+    bptt.run(_backward_rows, args, B, use_blas, n_chunks)
+    hs = cache["hs"]
+    return {"W_ih": bptt.weight_gradient(dA, cache["x"]),          # a = x W_ih^T + …
+            "W_hh": bptt.weight_gradient(dA, hs[:-1]),              # a = … + h_prev W_hh^T
+            "b": dA.sum(axis=(0, 1)),                                # a = … + b
+            "x": bptt.input_gradient(dA, W_ih),
+            "state0": (dh0,)}
+
+
+def step_forward(params, x_t, state, nonlinearity="tanh"):
+    """One step, ``x_t (B, D)``: the compiled loop on a sequence of length 1 -> ``((h,), cache)``."""
+    _, state, cache = forward(params, x_t[None], state, nonlinearity=nonlinearity)
+    return state, cache
+
+
+def step_backward(params, cache, dstate):
+    """Backward of one step: ``dstate = (dh,)`` -> ``(dx_t, (dh_prev,), dparams)``."""
+    g = backward(params, cache, np.zeros_like(dstate[0])[None], dstate)
+    return g["x"][0], g["state0"], {k: g[k] for k in param_shapes(1, 1)}
