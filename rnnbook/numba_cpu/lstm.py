@@ -27,7 +27,7 @@ Backward of one step (``_cell_backward``; each line differentiates the forward l
 import numpy as np
 from numba import njit
 
-from ..checks import check_backward_call, check_forward_call, check_window
+from ..checks import check_backward_call, check_forward_call, check_window, require_default_options
 from ..numpy_ref import lstm as _spec
 from . import bptt
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
@@ -116,6 +116,7 @@ def _backward_rows(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_a
 def forward(params, x, state0=None, **options):
     """Run over ``x (T, B, D)``: returns ``(y (T, B, H), (h_T, c_T), cache)``."""
     opts, (T, B, D, H), dtype, state0 = check_forward_call(_spec, params, x, state0, options)
+    require_default_options(_spec, opts, "numba")     # the fused kernel is the PyTorch LSTM
     W_ih, W_hh, b = bptt.contiguous(params, ("W_ih", "W_hh", "b"))
     gates = bptt.input_projection(x, W_ih, b)                   # G = X W_ih^T + b   (T, B, 4H)
     hs = np.empty((T + 1, B, H), dtype)
