@@ -704,14 +704,16 @@ axes[0].set_ylim(0.0, 1.05)
 plt.show()
 
 # %% [markdown]
-# The single head answers for the $N$ it is being trained on and is at chance, or
-# close to it, for every earlier one (at the full size: between 0.44 and 0.57 on
-# every earlier $N$ of either task): it does not know a smaller $N$ any more — not
+# The single head is at chance, or close to it, on every $N$ it has passed (at the
+# full size between 0.44 and 0.57 on every earlier $N$ of either task); only the $N$ it
+# is learning now can be above chance. It does not know a smaller $N$ any more — not
 # even the $N - 1$ it passed shortly before. This is *catastrophic forgetting*,
-# and it is not just the read-out: the recurrent state no longer holds the
-# information the old answers need. The multi-N network keeps every head near
-# 100 % because it is trained to, and in doing so it builds a state that holds the
-# last $N$ bits in a form from which every shorter window can be read.
+# and it is not only the read-out that has moved on: a fresh linear read-out
+# trained on the frozen network recovers little of the old answers (Exercise 2.6),
+# so the recurrent state itself no longer holds them in a readable form. The multi-N network keeps every head it has
+# passed near 100 % (only the newest head, still being learned, is lower), because
+# it is trained to, and in doing so it builds a state that holds the last $N$ bits
+# in a form from which every shorter window can be read.
 #
 # ## 2.9 Where the timescales live
 #
@@ -756,8 +758,8 @@ plt.show()
 #
 # The same two cells on every backend this machine can run
 # (`rb.available_backends()`), each row checked against the NumPy reference. The
-# compiled backends do not have these cells yet; their rows say so, and the table
-# will fill in as they are added.
+# compiled backends do not have these two cells yet: where one is installed, its
+# row says so, and the table fills in as the cells are added.
 
 # %%
 T_t, B_t, D_t, H_t = pick(full=(100, 32, 64, 256), small=(10, 4, 8, 16))
@@ -785,6 +787,13 @@ display(backend_timings("leaky", D_t, H_t, T_t, B_t, nonlinearity="leaky_relu", 
 # ago. Why is a single slow unit a blurred memory of the past, and what can a
 # network of fast units with recurrent weights do instead?
 
+#
+# ### Exercise 2.6 — is it only the read-out that forgets?
+# Freeze the single-N networks of Section 2.8 and, for every earlier $N$, fit a fresh
+# linear read-out on their last hidden state (least squares on targets $\pm 1$, plus a
+# bias, is enough). Measure its accuracy on new sequences. If a fresh head answered
+# the old $N$ well, the forgetting would be the head's alone; what do you find?
+
 # %% tags=["solution"]
 alpha_ex = 0.95
 p_ex = rb.init_params("scrn", 3, 5, seed=7)
@@ -802,6 +811,30 @@ for tau in (5.0, 20.0, 100.0):
     exact = np.log(0.01) / np.log(1 - 1 / tau)
     print(f"τ = {tau:5g}: 1 % after {exact:6.1f} steps (ODE: τ ln 100 = {tau * np.log(100):6.1f})")
 print("50 % after 10 steps needs (1 − 1/τ)^10 = 0.5, τ =", 1 / (1 - 0.5 ** 0.1))
+
+# %% tags=["solution"]
+from rnnbook.data import bits_to_inputs
+
+
+def fresh_head_accuracy(run, n, size=pick(full=1024, small=256)):
+    """Accuracy on new sequences of a least-squares linear read-out fitted to the frozen network's last state."""
+    cur, params = run["cur"], run["params"]
+    core = {k[len("core."):]: v for k, v in params.items() if k.startswith("core.")}
+    data = {}
+    for split, seed in (("fit", 1), ("test", 2)):
+        bits, answers = cur.batch(seed=(99, seed), size=size, ns=[n])
+        h, _, _ = rb.forward("leaky", core, bits_to_inputs(bits))
+        data[split] = (np.concatenate([h[-1], np.ones((size, 1))], axis=1), answers[n][0][-1])
+    X, y = data["fit"]
+    w = np.linalg.solve(X.T @ X + 1e-3 * np.eye(X.shape[1]), X.T @ (2.0 * y - 1))
+    X_test, y_test = data["test"]
+    return float(np.mean((X_test @ w > 0) == (y_test == 1)))
+
+
+for task in ("parity", "dms"):
+    run = runs[task, "single"]
+    print(f"{task:>6}: fresh head on the frozen single-N network, N = 2…{run['cur'].n}:",
+          " ".join(f"{fresh_head_accuracy(run, n):.2f}" for n in range(2, run["cur"].n + 1)))
 
 # %% [markdown] tags=["solution"]
 # **Answer 2.4.** With $\varphi$ the identity, $W_{hh} = 0$, $b = 0$ and $W_{ih} = B$, the leaky
@@ -822,3 +855,9 @@ print("50 % after 10 steps needs (1 − 1/τ)^10 = 0.5, τ =", 1 / (1 - 0.5 ** 0
 # recurrent circuit that passes the bit along from unit to unit — a delay line,
 # built from the recurrent weights. That is the mechanism the multi-N curriculum
 # pushes the network towards.
+#
+# **Answer 2.6.** At the full size a fresh head recovers the smallest $N$ only in part
+# (about 0.79 and 0.72 for 2- and 3-parity, 0.5–0.75 on DMS) and is near chance
+# beyond, far from the 98 % those $N$ once passed. So the forgetting is not the
+# head's alone: training on the new $N$ has reshaped the recurrent dynamics, and
+# the state no longer carries the old answers in a linearly readable form.
