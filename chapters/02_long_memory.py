@@ -18,7 +18,7 @@
 # the loss shrinks by a roughly constant factor per step, because every step
 # multiplies it by $\operatorname{diag}(\varphi'(a_t))\, W_{hh}$. The gated cells of
 # Chapters 3 and 4 cure this with a learned switch that can hold a unit's value.
-# This chapter looks at two older and simpler cures that need no gate at all. Both
+# This chapter looks at two simpler cures that need no gate at all. Both
 # give the per-step Jacobian a *diagonal part close to the identity* that involves
 # no squashing derivative and no weight matrix:
 #
@@ -857,7 +857,7 @@ for task in ("parity", "dms"):
 # pushes the network towards.
 #
 # **Answer 2.6.** At the full size a fresh head recovers the smallest $N$ only in part
-# (about 0.79 and 0.72 for 2- and 3-parity, 0.5–0.75 on DMS) and is near chance
-# beyond, far from the 98 % those $N$ once passed. So the forgetting is not the
+# (0.79 and 0.72 for 2- and 3-parity, 0.52–0.74 on the earlier $N$ of DMS) and is near
+# chance beyond, far from the 98 % those $N$ once passed. So the forgetting is not the
 # head's alone: training on the new $N$ has reshaped the recurrent dynamics, and
 # the state no longer carries the old answers in a linearly readable form.
