@@ -1,5 +1,5 @@
-r"""Chapter 5 (deep, bidirectional, dense; BiLSTM-CRF): the CRF forward algorithm, Viterbi decoding,
-and the backward pass of a bidirectional layer.
+r"""Chapter 5 (deep, bidirectional, dense; BiLSTM-CRF): the backward pass of a bidirectional layer (5.1),
+the CRF forward algorithm (5.2) and Viterbi decoding (5.3).
 
 The two CRF checkers isolate each kind of score by "zeroing everything but one term":
 with the transitions, start and end scores all zero, ``log Z`` is a sum of per-position
@@ -105,7 +105,113 @@ def _as_vector(answer, what):
 
 
 # =========================================================================== 5.1
-@exercise("5.1", function="crf_log_partition", title="the CRF forward algorithm in log space (log Z with a mask)",
+CELL, D_BI, H_BI, T_BI, B_BI = "lstm", 3, 4, 5, 2
+
+
+def _bi_problem(seed):
+    rng = np.random.default_rng(seed)
+    params = {k: 0.6 * rng.standard_normal(v.shape)
+              for k, v in bidirectional.init_params(D_BI, H_BI, backend="numpy", cell=CELL).items()}
+    x = rng.standard_normal((T_BI, B_BI, D_BI))
+    dy = rng.standard_normal((T_BI, B_BI, 2 * H_BI))
+    return params, x, dy
+
+
+def _bi_reference(params, cache, dy, reverse_dy=True, reverse_dx=True, swap=False):
+    """The backward of the bidirectional layer, with a known slip switched on."""
+    H = cache["H"]
+    halves = (dy[:, :, H:], dy[:, :, :H]) if swap else (dy[:, :, :H], dy[:, :, H:])
+    p_f = {k[4:]: v for k, v in params.items() if k.startswith("fwd.")}
+    p_b = {k[4:]: v for k, v in params.items() if k.startswith("bwd.")}
+    g_f = dispatch.backward(CELL, p_f, cache["fwd"], np.ascontiguousarray(halves[0]))
+    d_b = halves[1][::-1] if reverse_dy else halves[1]
+    g_b = dispatch.backward(CELL, p_b, cache["bwd"], np.ascontiguousarray(d_b))
+    out = {**{f"fwd.{k}": g_f[k] for k in p_f}, **{f"bwd.{k}": g_b[k] for k in p_b}}
+    out["x"] = g_f["x"] + (g_b["x"][::-1] if reverse_dx else g_b["x"])
+    return out
+
+
+SLIPS_BI = {
+    "the gradient with the backward half of dy not reversed in time": dict(reverse_dy=False),
+    "the gradient with the backward cell's dx not reversed in time": dict(reverse_dx=False),
+    "the gradient with the halves of dy swapped (the first H columns belong to the forward cell)": dict(swap=True),
+}
+
+
+def _unpack_grads(answer, keys):
+    if not isinstance(answer, dict):
+        raise BadAnswer(f"return a dict of gradients {sorted(keys)}; your function returned {type(answer).__name__}")
+    return answer
+
+
+@exercise("5.1", function="bidirectional_backward", title="the backward pass of a bidirectional layer",
+          task="split dy into its forward and backward halves, reverse the backward half in time, run each "
+               "cell's rb.backward, and return {'fwd.<name>', 'bwd.<name>', 'x'} with the backward cell's "
+               "input gradient reversed before it is added")
+def check_bidirectional_backward(probe):
+    params, x, dy = _bi_problem(503)
+    y, _, cache = dispatch.forward("bidirectional", params, x, cell=CELL)
+    keys = list(params) + ["x"]
+    H = H_BI
+    got = _unpack_grads(probe.call(params, cache, dy), keys)
+    want = _bi_reference(params, cache, dy)
+    alts = {name: _bi_reference(params, cache, dy, **kw) for name, kw in SLIPS_BI.items()}
+    for k in params:
+        direction = "forward cell" if k.startswith("fwd.") else "backward cell"
+        hint = ("the forward cell's backward with dy[:, :, :H]" if direction == "forward cell" else
+                "the backward cell's backward with dy[::-1, :, H:] (its step t produced ←y_{T-1-t})")
+        probe.compare(k, got.get(k), want[k], f"d{k}", direction, hint, {n: a[k] for n, a in alts.items()})
+    probe.compare("x", got.get("x"), want["x"], "dx (both paths)", "input", "dx = dx_fwd + reverse(dx_bwd)",
+                  {n: a["x"] for n, a in alts.items()}, localise=False)
+
+    # zero everything but one path into dx: only the forward half of dy, then only the backward half
+    for term, keep, label, hint in (
+            ("x via fwd", slice(0, H), "dx with the backward half of dy = 0", "dx = dx of the forward cell"),
+            ("x via bwd", slice(H, 2 * H), "dx with the forward half of dy = 0",
+             "dx = reverse(dx of the backward cell): its step t read x_{T-1-t}")):
+        dy_one = np.zeros_like(dy)
+        dy_one[:, :, keep] = dy[:, :, keep]
+        got_one = _unpack_grads(probe.call(params, cache, dy_one), keys)
+        want_one = _bi_reference(params, cache, dy_one)
+        probe.compare(term, got_one.get("x"), want_one["x"], label, "input", hint,
+                      {n: _bi_reference(params, cache, dy_one, **kw)["x"] for n, kw in SLIPS_BI.items()})
+
+    bwd = {k for k in params if k.startswith("bwd.")}
+    fwd = {k for k in params if k.startswith("fwd.")}
+    probe.explain("the backward half of dy: reverse it in time before the backward cell's backward "
+                  "(←y_t came out of the backward cell at its step T-1-t)", bwd | {"x via bwd"})
+    probe.explain("the backward cell's input gradient: reverse it in time before adding it "
+                  "(the backward cell read x reversed)", {"x via bwd"})
+    probe.explain("the split of dy: columns 0..H-1 belong to the forward cell, H..2H-1 to the backward cell",
+                  fwd | bwd | {"x via fwd", "x via bwd"})
+
+    # the whole layer against finite differences
+    def f(inp):
+        p = {k: inp[k] for k in params}
+        return dispatch.forward("bidirectional", p, inp["x_in"], cell=CELL)[0]
+
+    def grad_fn(inp, upstream):
+        p = {k: inp[k] for k in params}
+        _, _, c = dispatch.forward("bidirectional", p, inp["x_in"], cell=CELL)
+        g = _unpack_grads(probe.call(p, c, upstream), keys)
+        out = {k: g.get(k) for k in params}
+        out["x_in"] = g.get("x")
+        return out
+
+    try:
+        report = gradcheck.check_function(f, {**params, "x_in": x}, grad_fn, seed=7)
+    except (ValueError, KeyError, TypeError) as exc:
+        probe.expect("fd", False, f"could not be run ({exc}); fix the shapes first", "finite differences",
+                     "whole layer vs finite differences", localise=False)
+        return
+    for e in report.entries:
+        probe.expect(f"fd {e.name}", e.max_error < 1e-6,
+                     f"finite differences disagree (rel err {e.max_error:.2g})", e.name.replace("x_in", "x"),
+                     "whole layer vs finite differences", localise=False)
+
+
+# =========================================================================== 5.2
+@exercise("5.2", function="crf_log_partition", title="the CRF forward algorithm in log space (log Z with a mask)",
           task="return log Z (B,): log α_0 = π + E_0, log α_t[j] = logsumexp_i(log α_{t-1}[i] + A[i, j]) + E[t, j] "
                "on real steps (carry log α over on padding), log Z = logsumexp_j(log α_{T-1}[j] + ω[j])")
 def check_crf_log_partition(probe):
@@ -168,7 +274,7 @@ def check_crf_log_partition(probe):
                   "the padded steps", {"padded", "counting"})
 
 
-# =========================================================================== 5.2
+# =========================================================================== 5.3
 def _unpack_viterbi(answer):
     if not isinstance(answer, (tuple, list)) or len(answer) != 2:
         raise BadAnswer("return (tags, best_score): tags (T, B) integers with -1 on padding and the best "
@@ -194,7 +300,7 @@ SLIPS_V = {
 }
 
 
-@exercise("5.2", function="crf_viterbi", title="Viterbi decoding of a CRF (backpointers, end scores, padding)",
+@exercise("5.3", function="crf_viterbi", title="Viterbi decoding of a CRF (backpointers, end scores, padding)",
           task="return (tags (T, B) int with -1 on padding, best_score (B,)): δ_0 = π + E_0, "
                "δ_t[j] = max_i(δ_{t-1}[i] + A[i, j]) + E[t, j] with backpointer argmax_i on real steps, "
                "then the best final tag of δ + ω and the pointers followed back")
@@ -270,109 +376,3 @@ def check_crf_viterbi(probe):
     probe.explain("the backpointers on padded steps: point each tag to itself (backpointer[t, j] = j where "
                   "mask[t] = 0), so that the back-tracking passes through the padding to each sequence's own "
                   "last tag", {"padded tags"})
-
-
-# =========================================================================== 5.3
-CELL, D_BI, H_BI, T_BI, B_BI = "lstm", 3, 4, 5, 2
-
-
-def _bi_problem(seed):
-    rng = np.random.default_rng(seed)
-    params = {k: 0.6 * rng.standard_normal(v.shape)
-              for k, v in bidirectional.init_params(D_BI, H_BI, backend="numpy", cell=CELL).items()}
-    x = rng.standard_normal((T_BI, B_BI, D_BI))
-    dy = rng.standard_normal((T_BI, B_BI, 2 * H_BI))
-    return params, x, dy
-
-
-def _bi_reference(params, cache, dy, reverse_dy=True, reverse_dx=True, swap=False):
-    """The backward of the bidirectional layer, with a known slip switched on."""
-    H = cache["H"]
-    halves = (dy[:, :, H:], dy[:, :, :H]) if swap else (dy[:, :, :H], dy[:, :, H:])
-    p_f = {k[4:]: v for k, v in params.items() if k.startswith("fwd.")}
-    p_b = {k[4:]: v for k, v in params.items() if k.startswith("bwd.")}
-    g_f = dispatch.backward(CELL, p_f, cache["fwd"], np.ascontiguousarray(halves[0]))
-    d_b = halves[1][::-1] if reverse_dy else halves[1]
-    g_b = dispatch.backward(CELL, p_b, cache["bwd"], np.ascontiguousarray(d_b))
-    out = {**{f"fwd.{k}": g_f[k] for k in p_f}, **{f"bwd.{k}": g_b[k] for k in p_b}}
-    out["x"] = g_f["x"] + (g_b["x"][::-1] if reverse_dx else g_b["x"])
-    return out
-
-
-SLIPS_BI = {
-    "the gradient with the backward half of dy not reversed in time": dict(reverse_dy=False),
-    "the gradient with the backward cell's dx not reversed in time": dict(reverse_dx=False),
-    "the gradient with the halves of dy swapped (the first H columns belong to the forward cell)": dict(swap=True),
-}
-
-
-def _unpack_grads(answer, keys):
-    if not isinstance(answer, dict):
-        raise BadAnswer(f"return a dict of gradients {sorted(keys)}; your function returned {type(answer).__name__}")
-    return answer
-
-
-@exercise("5.3", function="bidirectional_backward", title="the backward pass of a bidirectional layer",
-          task="split dy into its forward and backward halves, reverse the backward half in time, run each "
-               "cell's rb.backward, and return {'fwd.<name>', 'bwd.<name>', 'x'} with the backward cell's "
-               "input gradient reversed before it is added")
-def check_bidirectional_backward(probe):
-    params, x, dy = _bi_problem(503)
-    y, _, cache = dispatch.forward("bidirectional", params, x, cell=CELL)
-    keys = list(params) + ["x"]
-    H = H_BI
-    got = _unpack_grads(probe.call(params, cache, dy), keys)
-    want = _bi_reference(params, cache, dy)
-    alts = {name: _bi_reference(params, cache, dy, **kw) for name, kw in SLIPS_BI.items()}
-    for k in params:
-        direction = "forward cell" if k.startswith("fwd.") else "backward cell"
-        hint = ("the forward cell's backward with dy[:, :, :H]" if direction == "forward cell" else
-                "the backward cell's backward with dy[::-1, :, H:] (its step t produced ←y_{T-1-t})")
-        probe.compare(k, got.get(k), want[k], f"d{k}", direction, hint, {n: a[k] for n, a in alts.items()})
-    probe.compare("x", got.get("x"), want["x"], "dx (both paths)", "input", "dx = dx_fwd + reverse(dx_bwd)",
-                  {n: a["x"] for n, a in alts.items()}, localise=False)
-
-    # zero everything but one path into dx: only the forward half of dy, then only the backward half
-    for term, keep, label, hint in (
-            ("x via fwd", slice(0, H), "dx with the backward half of dy = 0", "dx = dx of the forward cell"),
-            ("x via bwd", slice(H, 2 * H), "dx with the forward half of dy = 0",
-             "dx = reverse(dx of the backward cell): its step t read x_{T-1-t}")):
-        dy_one = np.zeros_like(dy)
-        dy_one[:, :, keep] = dy[:, :, keep]
-        got_one = _unpack_grads(probe.call(params, cache, dy_one), keys)
-        want_one = _bi_reference(params, cache, dy_one)
-        probe.compare(term, got_one.get("x"), want_one["x"], label, "input", hint,
-                      {n: _bi_reference(params, cache, dy_one, **kw)["x"] for n, kw in SLIPS_BI.items()})
-
-    bwd = {k for k in params if k.startswith("bwd.")}
-    fwd = {k for k in params if k.startswith("fwd.")}
-    probe.explain("the backward half of dy: reverse it in time before the backward cell's backward "
-                  "(←y_t came out of the backward cell at its step T-1-t)", bwd | {"x via bwd"})
-    probe.explain("the backward cell's input gradient: reverse it in time before adding it "
-                  "(the backward cell read x reversed)", {"x via bwd"})
-    probe.explain("the split of dy: columns 0..H-1 belong to the forward cell, H..2H-1 to the backward cell",
-                  fwd | bwd | {"x via fwd", "x via bwd"})
-
-    # the whole layer against finite differences
-    def f(inp):
-        p = {k: inp[k] for k in params}
-        return dispatch.forward("bidirectional", p, inp["x_in"], cell=CELL)[0]
-
-    def grad_fn(inp, upstream):
-        p = {k: inp[k] for k in params}
-        _, _, c = dispatch.forward("bidirectional", p, inp["x_in"], cell=CELL)
-        g = _unpack_grads(probe.call(p, c, upstream), keys)
-        out = {k: g.get(k) for k in params}
-        out["x_in"] = g.get("x")
-        return out
-
-    try:
-        report = gradcheck.check_function(f, {**params, "x_in": x}, grad_fn, seed=7)
-    except (ValueError, KeyError, TypeError) as exc:
-        probe.expect("fd", False, f"could not be run ({exc}); fix the shapes first", "finite differences",
-                     "whole layer vs finite differences", localise=False)
-        return
-    for e in report.entries:
-        probe.expect(f"fd {e.name}", e.max_error < 1e-6,
-                     f"finite differences disagree (rel err {e.max_error:.2g})", e.name.replace("x_in", "x"),
-                     "whole layer vs finite differences", localise=False)
