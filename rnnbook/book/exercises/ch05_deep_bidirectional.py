@@ -105,7 +105,7 @@ def _as_vector(answer, what):
 
 
 # =========================================================================== 5.1
-CELL, D_BI, H_BI, T_BI, B_BI = "lstm", 3, 4, 5, 2
+CELL, D_BI, H_BI, T_BI, B_BI = "lstm", 2, 3, 4, 2
 
 
 def _bi_problem(seed):
