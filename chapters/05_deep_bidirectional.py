@@ -192,13 +192,13 @@ steps_dir = pick(full=400, small=20)
 BATCH = pick(full=32, small=16)
 
 
-def train_tagger(model, steps, lr=0.03, reverse=False, batch=BATCH, callback=None, every=25):
+def train_tagger(model, steps, lr=0.03, reverse=False, callback=None, every=25):
     """Softmax tagger on fixed-length sentences; ``reverse`` feeds each sentence right to left."""
     flip = (lambda a: np.ascontiguousarray(a[::-1])) if reverse else (lambda a: a)
     p = model.init_params(seed=0)
 
     def step_fn(p, step):
-        tok, tg, _ = tagging_task(batch, min_length=SENT, max_length=SENT, seed=step + 1)
+        tok, tg, _ = tagging_task(BATCH, min_length=SENT, max_length=SENT, seed=step + 1)
         logits, _, cache = model.forward(p, flip(tok))
         loss, dlogits = softmax_cross_entropy(logits, flip(tg))
         return loss, model.backward(p, cache, dlogits)
