@@ -29,11 +29,11 @@
 # 2. the **bidirectional layer** (Schuster & Paliwal, 1997; Graves & Schmidhuber,
 #    2005), its backward pass — **Exercise 5.1** — and a measurement of what the
 #    backward direction adds;
-# 3. **depth**: stacked layers, the residual connections of Google's translation
-#    system (Wu et al., 2016, *Google's Neural Machine Translation System*), and how
-#    the error travels down a stack with and without them, in the spirit of
-#    *A Comprehensive Study of Deep Bidirectional LSTM RNNs for Acoustic Modeling in
-#    Speech Recognition* (Zeyer et al., 2017);
+# 3. **depth**: stacked layers (up to eight bidirectional LSTM layers in *A
+#    Comprehensive Study of Deep Bidirectional LSTM RNNs for Acoustic Modeling in
+#    Speech Recognition*, Zeyer et al., 2017), the residual connections of Google's
+#    translation system (Wu et al., 2016, *Google's Neural Machine Translation
+#    System*), and how the error travels down a stack with and without them;
 # 4. **dense connections** (Ding et al., 2018, *Densely Connected Bidirectional LSTM
 #    with Applications to Sentence Classification*): every layer reads the input and
 #    all the layers below it;
@@ -315,8 +315,10 @@ plt.show()
 # receives a gradient of about the same size. This is what GNMT's authors ran into:
 # they report that plain LSTM stacks trained well up to four layers, barely with
 # six and poorly beyond eight, and the residual connections let them use eight in
-# the encoder and eight in the decoder. The third curve, flat as well, is the
-# subject of the next section.
+# the encoder and eight in the decoder. Zeyer et al. met the same obstacle in their
+# eight-layer speech models and found that building the stack layer by layer
+# (pretraining each new layer on top of the trained ones) helps deep LSTMs. The third
+# curve, flat as well, is the subject of the next section.
 #
 # ## 5.4 Dense connections
 #
@@ -330,6 +332,9 @@ plt.show()
 # so layer $l$ reads $D + l \cdot O$ features ($O = H$, or $2H$ for bidirectional
 # layers) and its `W_ih` grows accordingly. Every layer sees the raw words and every
 # earlier representation, and the top layer is *one* Jacobian away from each of them.
+# Ding et al. train such stacks up to twenty layers deep and find them better than a
+# plain bidirectional LSTM with the same number of parameters or fewer — each layer
+# can be narrow, since its output is only a small addition to a wide concatenation.
 # In the paper the top layer's states are averaged over the sentence for a
 # classifier; here the stack's output is, as for every stack, the **last layer's
 # output** $y^{(L-1)}$ — the concatenation would be the input of a layer $L$, and a
@@ -355,10 +360,9 @@ print(inspect.getsource(stacked.backward))
 # Two checks, each an oracle of a different kind. **Finite differences** with every
 # parameter random (biases included) and a random initial state, for a three-layer
 # dense stack of GRUs (the tests do the same with bidirectional layers); and an
-# **equivalence** that needs no numerical
-# derivative: set to zero the columns of each `W_ih` that read $x$ and all but the
-# previous layer's output, and the dense stack *is* the plain stack — outputs, final
-# states and gradients.
+# **equivalence** that needs no numerical derivative: set to zero the columns of each
+# `W_ih` that read $x$ and all but the previous layer's output, and the dense stack
+# *is* the plain stack — outputs, final states and gradients.
 
 # %%
 def random_like(params, rng, scale=0.6):
@@ -401,7 +405,7 @@ print("dense stack with zeroed extra columns vs plain stack: outputs differ by",
 # ## 5.5 Training deep stacks
 #
 # Does the flat gradient profile matter for training? Three taggers with the same
-# six bidirectional LSTM layers (a small size uses three) — plain, residual and
+# six bidirectional LSTM layers (two at the small size) — plain, residual and
 # dense — trained from the same start on the same batches.
 
 # %%
@@ -425,8 +429,8 @@ plt.show()
 
 # %% [markdown]
 # At the full size the residual and the dense stacks are down to a cross-entropy
-# of about 0.05 within a hundred steps. The plain six-layer stack, with the same
-# parameters as the residual one, descends far more slowly, stalls on a plateau, and
+# of about 0.05 within a hundred steps. The plain six-layer stack, with exactly as
+# many parameters as the residual one, descends far more slowly, stalls on a plateau, and
 # is still several times higher after 240 steps (about 95% of the held-out words
 # right, against 97% for the other two). The dense stack gets there with two and a
 # half times the parameters — its upper layers read ever wider inputs — so the fair
