@@ -502,8 +502,10 @@ print("best tag per position (emissions alone):", " ".join(small_tags[k] for k i
 #   \alpha_t[j] = \sum_i \alpha_{t-1}[i]\, e^{A[i, j]}\, e^{E[t, j]}, \qquad
 #   Z = \sum_j \alpha_{L-1}[j]\, e^{\omega[j]}.$$
 #
-# Scores of a few dozen already overflow $e^{s}$ in floating point, so we keep
-# $\log \alpha$ and replace each sum of products by a **log-sum-exp**:
+# A path's score adds up over its words, and $e^{s}$ overflows float64 once $s$ passes
+# about 709 (and underflows to 0 below about $-745$): a long sentence with confident
+# emissions gets there. So we keep $\log \alpha$ and replace each sum of products by a
+# **log-sum-exp**:
 #
 # $$\log\alpha_t[j] = \operatorname{logsumexp}_i\big(\log\alpha_{t-1}[i] + A[i, j]\big) + E[t, j], \qquad
 #   \log Z = \operatorname{logsumexp}_j\big(\log\alpha_{L-1}[j] + \omega[j]\big),$$
