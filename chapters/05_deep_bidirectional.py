@@ -874,7 +874,7 @@ decoded = crf_model.decode(p_crf_model, test_tokens[:, b:b + 1])[:, 0]
 axes[1].plot(range(SENT), test_tags[:, b], "s", mfc="none", mec="C2", ms=14, mew=2, label="gold")
 axes[1].plot(range(SENT), decoded, "r.", ms=12, label="Viterbi")
 axes[1].set(xlabel="word id (* = ambiguous)", title="marginals P(y_t = k) of one sentence")
-axes[1].legend(loc="upper right", fontsize=8)
+axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
 plt.show()
 
 posterior = marg_all.argmax(axis=-1)
@@ -887,8 +887,10 @@ print(f"best tag per position from the marginals: accuracy {np.mean(posterior ==
 # size they have the most negative scores (`B-LOC → I-PER` and `B-PER → I-LOC` near
 # $-2$, `O → I-*` near $-1$), and the allowed continuations `B-X → I-X` the most
 # positive. The sentence on the right is the held-out one with the most uncertain
-# marginals: typically an ambiguous opening word whose name is one word long, where
-# the probability splits between `B-PER` and `B-LOC`. The last line shows that taking
+# marginals. Its uncertain positions are ambiguous words that no neighbour settles —
+# a name made of the two ambiguous words, or an ambiguous opening word that ends the
+# sentence — where the probability splits between the person and the place reading
+# and any decoder must guess. The last line shows that taking
 # the most probable tag at each position *from the CRF's own marginals* can still
 # produce violations: it is the joint decoding, not the CRF's probabilities alone,
 # that guarantees a valid sequence.
