@@ -83,8 +83,10 @@ def backend_timings(architecture: str, input_size: int, hidden_size: int, seq_le
     rng = np.random.default_rng(seed)
     params = dispatch.init_params(architecture, input_size, hidden_size, seed=seed, dtype=dtype, backend="numpy",
                                   **options)
+    shown, options = options, {k: v for k, v in options.items() if k != "num_layers"}   # depth lives in params
     x = rng.standard_normal((seq_len, batch, input_size)).astype(dtype)
-    dy = rng.standard_normal((seq_len, batch, hidden_size)).astype(dtype)
+    out_width = dispatch.forward(architecture, params, x[:1], backend="numpy", **options)[0].shape[2]  # 2H if bidirectional
+    dy = rng.standard_normal((seq_len, batch, out_width)).astype(dtype)
     rows, reference = [], None
     for b in names:
         row = {"backend": b}
@@ -132,7 +134,7 @@ def backend_timings(architecture: str, input_size: int, hidden_size: int, seq_le
             ry, rg, rt = reference
             row["max_rel_diff"] = max([_max_rel_diff(y, ry)] + [_max_rel_diff(grads[k], rg[k]) for k in params])
             row["speedup"] = rt / (row["forward_ms"] + row["backward_ms"])
-    opts = ", ".join(f"{k}={v!r}" for k, v in options.items())
+    opts = ", ".join(f"{k}={v!r}" for k, v in shown.items())
     title = (f"{architecture}{f' ({opts})' if opts else ''}: T={seq_len}, B={batch}, D={input_size}, "
              f"H={hidden_size}, {np.dtype(dtype).name}, median of {repeats}")
     return TimingTable(rows, title)
