@@ -23,6 +23,10 @@ Backward of one step (``_cell_backward``; each line differentiates the forward l
     dz  = [di·i(1-i) | df·f(1-f) | dg·(1-g²) | do·o(1-o)]   # the four gate nonlinearities
     dh_{t-1} = dz W_hh                             # z = … + h_prev W_hh^T   (in the compiled loop)
     dW_ih = Σ_t dz_t^T x_t,  dW_hh = Σ_t dz_t^T h_{t-1},  db = Σ dz,  dx_t = dz_t W_ih   (GEMMs after it)
+
+The variant options of ``numpy_ref.lstm`` (peepholes, disabled gates or activations, CIFG,
+FGR) run in their own two kernels at the end of this file, selected by bit flags
+(``variant_flags``); ``forward``/``backward`` route there when any option is not the default.
 """
 import numpy as np
 from numba import njit
