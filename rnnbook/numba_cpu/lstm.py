@@ -181,7 +181,7 @@ def step_backward(params, cache, dstate):
 # The variants: every other combination of ``numpy_ref.lstm.OPTIONS`` (Greff et al.'s Odyssey).
 #
 # The default path above is the PyTorch LSTM and is left alone; ``forward``/``backward`` send any
-# non-default option here.  One forward and one backward kernel cover all 2^8 option
+# non-default option here.  One forward and one backward kernel cover all 160 accepted option
 # combinations: the options travel as one integer of bit flags (``variant_flags``), so each
 # kernel is compiled once per dtype, not once per combination.
 # ================================================================================================
