@@ -1,6 +1,7 @@
 """The Numba CPU backend: the ``numpy_ref`` cells with the time loop compiled and fused.
 
-Importing this package registers ``rnn``, ``lstm`` and ``gru`` with
+Importing this package registers ``rnn``, ``lstm`` (every variant option), ``gru``,
+``scrn`` and ``leaky`` with
 ``rnnbook.dispatch`` under the backend name ``"numba"``.  If Numba cannot be
 imported, the backend marks itself unavailable with the reason instead.
 
@@ -49,8 +50,8 @@ except ImportError as exc:  # pragma: no cover - numba is a project dependency
                  "(it is a dependency of rnnbook: `pip install -e .`)")
 else:
     _clear_stale_cache()
-    from . import gru, lstm, rnn
+    from . import gru, leaky, lstm, rnn, scrn
 
-    CELLS = {m.NAME: m for m in (rnn, lstm, gru)}
+    CELLS = {m.NAME: m for m in (rnn, lstm, gru, scrn, leaky)}
     for _name, _module in CELLS.items():
         dispatch.register_module(_name, "numba", _module, ("init_params", "forward", "backward"))

@@ -47,6 +47,7 @@ import os
 import numba
 import numpy as np
 
+from ..checks import check_window
 from . import gemm
 
 #: per-step multiply-adds (rows × K × N) from which the BLAS path is used.  Measured on the
@@ -148,3 +149,15 @@ def input_gradient(dZ, W_ih):
 def windows(T: int, k: int):
     """BPTT(k) chains: for each injection step ``s``, the lowest step ``s-k+1`` its error reaches."""
     return [(s, max(s - k + 1, 0)) for s in range(T)]
+
+
+def chain_schedule(T: int, window):
+    """``(chains, inject_all)`` for a backward row kernel (see ``lstm._backward_rows``).
+
+    Full BPTT (``window=None``) is the single chain ``(T-1, 0)`` that picks up ``dy_t`` at
+    every step; BPTT(k) is one chain per injection step (:func:`windows`), each picking up
+    only its own ``dy_s``.
+    """
+    if window is None:
+        return np.array([[T - 1, 0]], np.int64), True
+    return np.array(windows(T, check_window(window, T)), np.int64), False
