@@ -579,13 +579,13 @@ ax.bar(names, np.minimum(means, top), color=colors, alpha=0.75)
 for k, n in enumerate(names):
     ax.plot([k] * seeds, np.minimum(losses[k], top), "k.", ms=6)
     if means[k] > top:
-        ax.annotate(f"{means[k]:.0f}" if means[k] > 100 else f"{means[k]:.1f}", (k, top), ha="center",
-                    va="bottom", fontsize=8)
+        ax.annotate(f"mean {means[k]:.3g}", (k, top), ha="center", va="bottom", fontsize=8)
 ax.axhline(means[0], color="C7", ls="--", lw=1, label="V (vanilla, with peepholes)")
 ax.axhline(chance, color="k", ls=":", lw=1, label="chance (log V)")
 finite = losses[np.isfinite(losses) & (losses < top)]
 ax.set_ylim(max(0.0, finite.min() - 0.3) if finite.size else 0, top + 0.15)
-ax.set(ylabel="held-out cross-entropy (nats/char)", title=f"nine LSTM cells, {seeds} seed(s) each (dots)")
+ax.set(ylabel="held-out cross-entropy (nats/char)",
+       title=f"nine LSTM cells, {seeds} seed(s) each (dots; clipped at the top)")
 ax.legend(fontsize=8, loc="upper left")
 ax.grid(alpha=0.3, axis="y")
 ax = axes[1]
@@ -614,8 +614,8 @@ for k, n in enumerate(names):
 #
 # * **NFG** ends far behind the rest (around 2.6 nats against about 2.2 for V), and
 # * **NOAF** fails outright: within a few dozen steps its training loss shoots far
-#   above chance, and its held-out loss ends above chance in every seed, by tens of
-#   nats in some.
+#   above chance, and its held-out loss ends anywhere between a nat worse than
+#   every other cell and a hundred nats, depending on the seed.
 # * Six of the other seven cells — V, NIG, NOG, NIAF, NP, CIFG — end within a few
 #   hundredths of a nat of each other, comparable to the spread between seeds.
 #   FGR, with two and a half times the parameters, ends about 0.1 nat behind
