@@ -733,7 +733,7 @@ def show_text(text, values, title, width=80, cmap="RdBu_r"):
     plt.show()
 
 
-excerpt = slice(0, pick(full=640, small=240))
+excerpt = slice(0, pick(full=640, small=160))
 shown = passage[excerpt]
 c_pos = cells[excerpt, unit_pos]
 show_text(shown, c_pos / np.abs(c_pos).max(),
