@@ -28,7 +28,7 @@
 # the cell through **peephole** connections.
 #
 # Which of these pieces matter? Greff et al. (*LSTM: A Search Space Odyssey*, 2017)
-# removed them one at a time — eight variants, thousands of runs on speech,
+# changed them one at a time — eight variants, thousands of runs on speech,
 # handwriting and music — and found that none of the variants beat the full LSTM
 # clearly, and that two pieces matter most: the **forget gate** and the **output
 # activation** (the $\tanh$ between cell and output).
@@ -110,8 +110,9 @@ print(inspect.getsource(lstm.step_forward))
 # $t$ reaches step $t - k$ multiplied by $\prod_{s=t-k+1}^{t} f_s$, unit by unit. In the
 # 1997 LSTM there was no forget gate — $f \equiv 1$ — and the error travelled along
 # the cell *unchanged*, however long the lag: the constant error carousel. The
-# other blocks (through $h_{t-1}$, which feeds every gate) behave like the Elman
-# network's and decay; what survives a long lag is what rides the carousel.
+# other blocks (through $h_{t-1}$, which feeds every gate) pass through $W_{hh}$ and
+# the gates' squashing derivatives, like the Elman network's, with no such
+# guarantee.
 #
 # The forget gate trades this guarantee for the ability to reset the memory, and
 # its *initialisation* decides where training starts. With the usual
