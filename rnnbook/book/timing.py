@@ -5,7 +5,9 @@
 
 The rows follow ``rnnbook.available_backends()``, so the table grows by itself as
 backends appear (Numba on any machine, CuPy where there is a GPU); a backend that
-is usable but lacks this architecture gets a row that says so instead of an error.
+is usable but lacks this architecture, or this form of it (options such as the
+LSTM's ``peepholes=True`` that a backend does not implement), gets a row that says
+so instead of an error.
 Each row gives the first call (which includes compiling, for Numba and CuPy), the
 median forward and backward times after it, and the largest relative difference
 from the NumPy reference, so a fast wrong backend cannot hide.
@@ -114,7 +116,11 @@ def backend_timings(architecture: str, input_size: int, hidden_size: int, seq_le
             return g
 
         t0 = time.perf_counter()
-        y, _, cache = fwd()
+        try:
+            y, _, cache = fwd()
+        except dispatch.NotImplementedForBackendError as exc:   # e.g. a form (options) the backend lacks
+            row["note"] = str(exc)
+            continue
         grads = bwd(cache)
         row["first_ms"] = 1e3 * (time.perf_counter() - t0)
         f_times, b_times = [], []
