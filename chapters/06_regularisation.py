@@ -739,7 +739,7 @@ print(f"the unregularised Adam run of Section 6.1: largest global gradient norm 
 # i.e. when $v$ is worse than the best value recorded *before the last $n$ checks*
 # ($n = 5$ in the paper). The last $n$ checks are left out of the comparison, so a
 # curve may wander for a while without triggering it; averaging begins once the
-# current value is no better than what had been reached $n$ checks ago — no net
+# current value is worse than the best reached more than $n$ checks ago — no net
 # progress over the last $n + 1$ checks. It is not "worse than the best so far"
 # (that would fire at the first blip of a noisy curve) and not "worse than the
 # best of the last $n$".
@@ -801,6 +801,11 @@ plt.show()
 print(f"at the end: last iterate {last[-1]:.3f} from θ*, average {mean[-1]:.3f}")
 
 # %% [markdown]
+# Before the trigger the two curves are one: NT-ASGD evaluates the iterate itself.
+# Once the validation loss has stopped falling, averaging starts, and the mean
+# keeps approaching $\theta^*$ while the iterate goes on bouncing at the distance
+# set by the step size and the noise.
+#
 # Then the language model: the $H = 128$ LSTM on the small text, trained with
 # constant-step SGD (learning rate 2, clipping at 5, a check every 20 steps), once
 # with NT-ASGD ($n = 5$) and once without.
