@@ -17,6 +17,8 @@ What it does, in one process and one run (PERFORMANCE.md, "How to measure"):
   step (forward + backward, gradients for every parameter *and* the input) and as a
   forward pass alone.  The contenders run *interleaved* (one repetition of each in
   turn), so that a machine shared with other work slows all of them alike;
+* pauses 50 ms before every timed run, so that no contender's idle worker threads
+  (PyTorch's OpenMP pool spins after each call) eat into the next one's time;
 * reports the median of the repetitions after one warm-up run, in µs per time step,
   recurrent GFLOP/s (``2·G·H²·B`` per step forward, three times that for a training
   step; G = 1, 4, 3 for RNN, LSTM, GRU) and the ratios against the targets;
@@ -51,6 +53,7 @@ def _parse():
     ap.add_argument("--reps", type=int, default=10, help="timed repetitions (median reported; >= 10)")
     ap.add_argument("--out", default=None, help="Markdown report path (default benchmarks/results/cpu-<date>-<machine>.md)")
     ap.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
+    ap.add_argument("--skip", default=None, help="regex on configuration names to leave out")
     ap.add_argument("--only", default=None, help="regex on configuration names")
     return ap.parse_args()
 
@@ -147,6 +150,12 @@ def make_runs(arch, T, B, D, H, layers, seed=0):
     return runs
 
 
+#: pause before each timed run.  PyTorch's OpenMP worker threads keep spinning for a while
+#: after a call returns; without a pause they steal the cores from whatever runs next
+#: (measured: a 0.6 µs/step Numba run took 70 µs/step right after an nn.RNN call).
+COOL_DOWN_S = 0.05
+
+
 def measure(fns: dict, reps: int, reps_for: dict | None = None):
     """Warm each up once, then time ``reps`` rounds, contenders interleaved; medians in seconds."""
     reps_for = reps_for or {}
@@ -157,6 +166,7 @@ def measure(fns: dict, reps: int, reps_for: dict | None = None):
         for k, f in fns.items():
             if r >= reps_for.get(k, reps):
                 continue
+            time.sleep(COOL_DOWN_S)
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
@@ -267,10 +277,18 @@ def main():
     model, ncpu = machine_description()
     today = _dt.date.today().isoformat()
     lines = []
+    out = args.out
+    if out is None:
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{model}-{ncpu}c".lower()).strip("-")
+        out = os.path.join(HERE, "results", f"cpu-{today}-{slug}{'-quick' if args.quick else ''}.md")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
 
     def emit(s=""):
+        """Print a line and rewrite the report with it, so an interrupted run keeps what it measured."""
         print(s, flush=True)
         lines.append(s)
+        with open(out, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
 
     emit(f"# CPU benchmark, {today}")
     emit()
@@ -287,8 +305,27 @@ def main():
          "after one warm-up (NumPy reference: fewer where stated in the `n` column)")
     emit(f"- load average at start: {os.getloadavg()[0]:.1f} (the machine may be shared; contenders are "
          "interleaved so that they see the same load)")
+    if not args.no_compile:
+        emit()
+        emit("## First-call compile time per signature (fresh process each; kernels on the loop path, "
+             "which compiles the BLAS branch too)")
+        emit()
+        emit("| kernel | dtype | forward cold s | backward cold s | forward cached s | backward cached s |")
+        emit("|---|---|---:|---:|---:|---:|")
+        for arch, opts, dt, cold, cached in compile_times(args.quick):
+            label = arch + (f" {opts}" if opts else "")
+            emit(f"| {label} | {dt} | {cold['forward']:.2f} | {cold['backward']:.2f} | "
+                 f"{cached['forward']:.2f} | {cached['backward']:.2f} |")
+        emit()
+        emit("Targets: cold ≤ 2 s, cached ≤ 0.3 s per signature.  'Cold' includes Numba's one-time "
+             "start-up in the process (the first compile of anything); `import rnnbook` itself is not counted.")
+
+        emit()
+        emit("## Side-by-side timings")
+        emit()
     t_start = time.perf_counter()
     sg, cp = sgemm_ceiling(), copy_ceiling()
+    emit(f"- load average before timing: {os.getloadavg()[0]:.1f}")
     emit(f"- ceilings measured in this run: SGEMM {sg:.0f} GFLOP/s (NumPy fp32 2048²), "
          f"copy {cp:.1f} GB/s (np.copyto, 256 MiB)")
     emit()
@@ -296,16 +333,18 @@ def main():
     header = ("| regime | configuration | mode | NumPy µs/step | Numba µs/step | PyTorch µs/step | "
               "Numba GFLOP/s | Numba/NumPy | Numba/PyTorch | target | n (np/nb/pt) |")
     emit(header)
-    emit("|" + "---|" * header.count("|")[:-1] if False else "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|")
+    emit("|---|---|---|---:|---:|---:|---:|---:|---:|---|---|")
     results = []
     for regime, name, arch, T, B, D, H, layers in configurations(args.quick):
         if args.only and not re.search(args.only, name):
+            continue
+        if args.skip and re.search(args.skip, name):
             continue
         runs = make_runs(arch, T, B, D, H, layers)
         flops_fwd = 2 * GATES[arch] * H * H * B * layers       # recurrent FLOPs per step
         # the NumPy reference is slow at large sizes: fewer repetitions there (stated in the table)
         work = T * B * H * H * GATES[arch] * layers
-        np_reps = reps if work < 2e8 else (3 if work < 2e9 else 1)
+        np_reps = reps if work < 2e8 else (3 if work < 5e9 else 1)
         for mode, idx, mult in (("train", 0, 3), ("forward", 1, 1)):
             fns = {k: v[idx] for k, v in runs.items()}
             med = measure(fns, reps, {"numpy": min(np_reps, reps)})
@@ -327,30 +366,9 @@ def main():
             results.append(dict(regime=regime, name=name, mode=mode, us=us, gflops=gf, vs_numpy=r_np,
                                 vs_torch=r_pt, target=tgt))
     emit()
-    emit(f"Benchmark time: {time.perf_counter() - t_start:.0f} s.")
+    emit(f"Timing part: {time.perf_counter() - t_start:.0f} s; load average at the end "
+         f"{os.getloadavg()[0]:.1f}.")
 
-    if not args.no_compile:
-        emit()
-        emit("## First-call compile time per signature (fresh process each; kernels on the loop path, "
-             "which compiles the BLAS branch too)")
-        emit()
-        emit("| kernel | dtype | forward cold s | backward cold s | forward cached s | backward cached s |")
-        emit("|---|---|---:|---:|---:|---:|")
-        for arch, opts, dt, cold, cached in compile_times(args.quick):
-            label = arch + (f" {opts}" if opts else "")
-            emit(f"| {label} | {dt} | {cold['forward']:.2f} | {cold['backward']:.2f} | "
-                 f"{cached['forward']:.2f} | {cached['backward']:.2f} |")
-        emit()
-        emit("Targets: cold ≤ 2 s, cached ≤ 0.3 s per signature.  'Cold' includes Numba's one-time "
-             "start-up in the process (the first compile of anything); `import rnnbook` itself is not counted.")
-
-    out = args.out
-    if out is None:
-        slug = re.sub(r"[^a-z0-9]+", "-", f"{model}-{ncpu}c".lower()).strip("-")
-        out = os.path.join(HERE, "results", f"cpu-{today}-{slug}{'-quick' if args.quick else ''}.md")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
     with open(os.path.splitext(out)[0] + ".json", "w") as fh:
         json.dump(results, fh, indent=1)
     print(f"\nwrote {out}")

@@ -215,3 +215,19 @@ def test_blas_thread_count_is_restored():
             assert get() == 1
         rb.backward("gru", params, cache, dy)
     assert get() == before
+
+
+@pytest.mark.parametrize("use_blas", [False, True] if numba_cpu.gemm.HAVE_BLAS else [False])
+@pytest.mark.parametrize("B,K,N,r0,r1", [(8, 256, 1024, 2, 6),     # few rows, wide: column panels
+                                         (4, 1030, 250, 0, 4),     # panel width not dividing N
+                                         (5, 7, 9, 1, 5), (16, 256, 1024, 0, 16), (3, 4, 5, 2, 2)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matmul_rows(use_blas, B, K, N, r0, r1, dtype):
+    """``C[r] += A[r] @ M`` on a block of rows, also on column slices, both product paths."""
+    rng = np.random.default_rng(B * K + N)
+    A, M, C = (rng.standard_normal(s).astype(dtype) for s in ((B, K + 2), (K, N + 3), (B, N + 3)))
+    A, M, C2 = A[:, 1:K + 1], M[:, :N], C.copy()
+    ref = C.copy()
+    ref[r0:r1, :N] += A[r0:r1] @ M
+    numba_cpu.gemm.matmul_rows(A, M, C2[:, :N], r0, r1, use_blas)
+    assert rel_error(C2, ref) < (1e-13 if dtype == np.float64 else 2e-6)
