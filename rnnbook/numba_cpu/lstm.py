@@ -31,7 +31,7 @@ FGR) run in their own two kernels at the end of this file, selected by bit flags
 import numpy as np
 from numba import njit
 
-from ..checks import check_backward_call, check_forward_call, check_window, non_default_options
+from ..checks import check_backward_call, check_forward_call, non_default_options
 from ..numpy_ref import lstm as _spec
 from . import bptt
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
@@ -145,10 +145,7 @@ def backward(params, cache, dy, dstate=None, window=None):
     W_ih, W_hh = bptt.contiguous(params, ("W_ih", "W_hh"))
     if dstate is None:
         dstate = (np.zeros((B, H), dtype), np.zeros((B, H), dtype))
-    if window is None:
-        chains, inject_all = np.array([[T - 1, 0]], np.int64), True
-    else:
-        chains, inject_all = np.array(bptt.windows(T, check_window(window, T)), np.int64), False
+    chains, inject_all = bptt.chain_schedule(T, window)
     dZ = np.zeros((T, B, 4 * H), dtype)
     dz, dh, dc = np.empty((B, 4 * H), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype)
     dh0, dc0 = np.zeros((B, H), dtype), np.zeros((B, H), dtype)

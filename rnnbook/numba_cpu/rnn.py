@@ -21,7 +21,7 @@ Backward of one step (``_cell_backward``)::
 import numpy as np
 from numba import njit
 
-from ..checks import check_backward_call, check_forward_call, check_window
+from ..checks import check_backward_call, check_forward_call
 from ..numpy_ref import rnn as _spec
 from . import bptt
 from .functions import KERNEL_OPTIONS, drelu_from_output, dtanh_from_output, relu, tanh
@@ -101,10 +101,7 @@ def backward(params, cache, dy, dstate=None, window=None):
     dstate = check_backward_call(_spec, cache["shape"], dtype, dy, dstate, 1)
     W_ih, W_hh = bptt.contiguous(params, ("W_ih", "W_hh"))
     dstate_h = np.zeros((B, H), dtype) if dstate is None else np.ascontiguousarray(dstate[0])
-    if window is None:
-        chains, inject_all = np.array([[T - 1, 0]], np.int64), True
-    else:
-        chains, inject_all = np.array(bptt.windows(T, check_window(window, T)), np.int64), False
+    chains, inject_all = bptt.chain_schedule(T, window)
     dA = np.zeros((T, B, H), dtype)
     da, dh, dh0 = np.empty((B, H), dtype), np.empty((B, H), dtype), np.zeros((B, H), dtype)
     use_relu = cache["options"]["nonlinearity"] == "relu"
