@@ -32,6 +32,18 @@ Two choices are made per call by :func:`plan`:
   shared 2-core machine where a descheduled thread stalls every barrier).
   The thread count is Numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``).
 
+Tiles: rows *or* hidden units on the threads.  Splitting rows needs at least two
+rows per thread.  With fewer rows (a single sequence: the latency regime) the
+cells of ``rnn``, ``lstm`` and ``gru`` can split the *hidden units* instead
+(:func:`plan_tiles`, :func:`run_tiles`): thread ``k`` owns units ``j0 .. j1-1``,
+computes only their columns of every gate's product (its slice of ``W_hh`` stays
+in its own core's cache, step after step) and only their state update, then
+waits at a per-step barrier (``sync.arrive_and_wait``) because the next step's
+product reads all of ``h_t``.  A *tile kernel* takes ``(r0, r1, j0, j1, use_blas,
+flags, me)``: rows ``r0 .. r1-1`` by units ``j0 .. j1-1``, the barrier's counters
+and its own thread number; with a single unit block the barrier is a no-op and the
+kernel is the row kernel it replaces.
+
 Truncated BPTT(k) needs one backward chain per injected error (see
 ``numpy_ref.bptt._backward_windowed``).  Every chain is a run of the same fused
 step kernel; the gate gradients of all chains are *added* into one ``dZ`` and
@@ -43,12 +55,14 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import threading
+from typing import NamedTuple
 
 import numba
 import numpy as np
 
 from ..checks import check_window
-from . import gemm
+from . import gemm, sync
 
 #: per-step multiply-adds (rows × K × N) from which the BLAS path is used.  Measured on the
 #: development machine (OpenBLAS SkylakeX kernels, 2 cores): BLAS's small-matrix GEMM is 2-3x
@@ -83,12 +97,99 @@ def strategy(name: str):
         _strategy = old
 
 
+_split = ("auto", None)
+
+
+@contextlib.contextmanager
+def split(how: str, blocks: int | None = None):
+    """Force tile kernels to split ``"rows"`` or ``"units"`` over ``blocks`` threads (or ``"auto"``).
+
+    For tests and benchmarks: ``split("units", 3)`` runs three unit blocks with their
+    barrier even where :func:`plan_tiles` would not choose it.
+    """
+    global _split
+    if how not in ("auto", "rows", "units"):
+        raise ValueError(f"split must be 'auto', 'rows' or 'units', got {how!r}")
+    if blocks is not None and blocks < 1:
+        raise ValueError(f"blocks must be at least 1, got {blocks}")
+    old, _split = _split, (how, blocks)
+    try:
+        yield how
+    finally:
+        _split = old
+
+
 def plan(B: int, K: int, N: int, T: int) -> tuple[bool, int]:
     """``(use_blas, n_chunks)`` for ``T`` steps of a recurrent product ``(B, K) @ (K, N)``."""
     use_blas = {"blas": True, "loops": False}.get(_strategy, gemm.HAVE_BLAS and B * K * N >= BLAS_MIN_MACS)
     if T * B * K * N < MIN_MACS_FOR_THREADS:
         return use_blas, 1
     return use_blas, max(1, min(numba.get_num_threads(), B // MIN_ROWS_PER_THREAD))
+
+
+#: hidden units go on threads only with at least this many units per thread ...
+MIN_UNITS_PER_THREAD = 32
+#: ... and this many multiply-adds per step, so that the per-step barrier (~0.1-0.3 µs) pays
+MIN_MACS_FOR_BARRIER = 1 << 15
+
+
+class Tiling(NamedTuple):
+    """How a tile kernel's work is cut: ``rows × units`` blocks, one thread each."""
+    use_blas: bool
+    row_blocks: int
+    unit_blocks: int
+
+
+def plan_tiles(B: int, K: int, N: int, T: int, H: int) -> Tiling:
+    """The :class:`Tiling` for ``T`` steps of a product ``(B, K) @ (K, N)`` over ``H`` hidden units.
+
+    Rows when there are enough of them (no barrier), else hidden units when there
+    are enough of those and enough work per step, else as many row blocks as rows allow.
+    """
+    use_blas, n_rows = plan(B, K, N, T)
+    how, blocks = _split
+    threads = numba.get_num_threads()
+    if how == "rows":
+        return Tiling(use_blas, max(1, min(B, blocks or threads)), 1)
+    if how == "units":
+        return Tiling(use_blas, 1, max(1, min(H, blocks or threads)))
+    if (n_rows < threads and T > 1 and H >= MIN_UNITS_PER_THREAD * threads
+            and B * K * N >= MIN_MACS_FOR_BARRIER):
+        return Tiling(use_blas, 1, threads)
+    return Tiling(use_blas, n_rows, 1)
+
+
+def unit_bounds(H: int, n: int) -> list[tuple[int, int]]:
+    """``n`` non-empty blocks of hidden units, edges on multiples of 16 (whole SIMD vectors) when
+    every block can have at least 16 units, else as even as possible."""
+    step = 16 if H >= 16 * n else 1
+    edges = [0] + [round(k * H / n / step) * step for k in range(1, n)] + [H]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+_tile_lock = threading.Lock()
+
+
+def run_tiles(kernel, args, B: int, H: int, tiling: Tiling):
+    """Run a tile kernel ``kernel(*args, r0, r1, j0, j1, use_blas, flags, me)`` over ``B × H``.
+
+    Row blocks run independently (as in :func:`run`); unit blocks share one barrier,
+    so all of them must be running at once: the pool has a thread for each, and a
+    lock keeps two such calls from queueing behind each other's spinning threads.
+    """
+    rows = [(k * B // tiling.row_blocks, (k + 1) * B // tiling.row_blocks) for k in range(tiling.row_blocks)]
+    units = unit_bounds(H, tiling.unit_blocks)
+    flags = sync.new_flags(len(units))
+    jobs = [(r0, r1, j0, j1, tiling.use_blas, flags if len(units) > 1 else sync.new_flags(1), me)
+            for r0, r1 in rows for me, (j0, j1) in enumerate(units)]
+    with gemm.single_threaded_blas(), (_tile_lock if len(units) > 1 else contextlib.nullcontext()):
+        if len(jobs) == 1:
+            kernel(*args, *jobs[0])
+            return
+        others = [_thread_pool(len(jobs) - 1).submit(kernel, *args, *job) for job in jobs[1:]]
+        kernel(*args, *jobs[0])                           # this thread takes the first block
+        for f in others:
+            f.result()
 
 
 def run(kernel, args, B, use_blas, n_chunks):
@@ -104,7 +205,7 @@ def run(kernel, args, B, use_blas, n_chunks):
             kernel(*args, 0, B, use_blas)
             return
         bounds = [(k * B // n_chunks, (k + 1) * B // n_chunks) for k in range(n_chunks)]
-        others = [_thread_pool().submit(kernel, *args, r0, r1, use_blas) for r0, r1 in bounds[1:]]
+        others = [_thread_pool(n_chunks - 1).submit(kernel, *args, r0, r1, use_blas) for r0, r1 in bounds[1:]]
         kernel(*args, *bounds[0], use_blas)               # this thread takes the first block
         for f in others:
             f.result()
@@ -113,10 +214,11 @@ def run(kernel, args, B, use_blas, n_chunks):
 _pool = None
 
 
-def _thread_pool():
+def _thread_pool(n_jobs):
+    """The worker threads, at least ``n_jobs`` of them (one per block besides the caller's)."""
     global _pool
-    n = max(1, numba.get_num_threads() - 1)
-    if _pool is None or _pool._max_workers != n:
+    n = max(1, numba.get_num_threads() - 1, n_jobs)
+    if _pool is None or _pool._max_workers < n:
         _pool = concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="rnnbook-numba")
     return _pool
 
@@ -152,7 +254,7 @@ def windows(T: int, k: int):
 
 
 def chain_schedule(T: int, window):
-    """``(chains, inject_all)`` for a backward row kernel (see ``lstm._backward_rows``).
+    """``(chains, inject_all)`` for a backward row kernel (see ``lstm._backward_tile``).
 
     Full BPTT (``window=None``) is the single chain ``(T-1, 0)`` that picks up ``dy_t`` at
     every step; BPTT(k) is one chain per injection step (:func:`windows`), each picking up

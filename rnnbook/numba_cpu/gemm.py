@@ -165,9 +165,19 @@ def matmul_rows(A, M, C, r0, r1, use_blas):
 
     Each array's rows must be contiguous (a column slice such as ``A[:, :2H]`` is fine).
     """
-    K, N = M.shape
-    rows = r1 - r0
-    if rows <= 0:
+    matmul_tile(A, M, C, r0, r1, 0, M.shape[1], use_blas)
+
+
+@njit(**KERNEL_OPTIONS)
+def matmul_tile(A, M, C, r0, r1, c0, c1, use_blas):
+    """``C[r, c0:c1] += A[r] @ M[:, c0:c1]`` for rows ``r0 <= r < r1``: one tile of the product.
+
+    The tile is what one thread computes when the threads split the output columns
+    (the hidden units) between them instead of the rows (``bptt.plan``).
+    """
+    K = M.shape[0]
+    rows, cols = r1 - r0, c1 - c0
+    if rows <= 0 or cols <= 0:
         return
     if use_blas:
         lda, ldm, ldc = _leading_dim(A), _leading_dim(M), _leading_dim(C)
@@ -175,13 +185,13 @@ def matmul_rows(A, M, C, r0, r1, use_blas):
         # A few rows against a wide M is the case OpenBLAS handles worst: above its small-matrix
         # limit it packs all of M on every call.  Column panels that stay under the limit run
         # unpacked, straight from cache (measured: 4 rows × 256 × 1024 went from 34 to 111 GFLOP/s).
-        width = N
-        if rows * K * N > SMALL_GEMM_MNK:
+        width = cols
+        if rows * K * cols > SMALL_GEMM_MNK:
             panel = min(MAX_PANEL, SMALL_GEMM_MNK // (rows * K)) // 16 * 16
             if panel >= MIN_PANEL:
                 width = panel
-        for j in range(0, N, width):
-            n = min(width, N - j)
+        for j in range(c0, c1, width):
+            n = min(width, c1 - j)
             off = j * C.itemsize
             if C.itemsize == 4:
                 _sgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_NO_TRANS, rows, n, K,
@@ -190,22 +200,23 @@ def matmul_rows(A, M, C, r0, r1, use_blas):
                 _dgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_NO_TRANS, rows, n, K,
                        1.0, a_ptr, lda, m_ptr + off, ldm, 1.0, c_ptr + off, ldc)
         return
-    # loops: four rows of M per pass over C, so each C[r, n] is loaded and stored once per
-    # four multiply-adds (the loop over n is what becomes SIMD code)
+    # loops: four rows of M per pass over the tile's columns, so each C[r, n] is loaded and
+    # stored once per four multiply-adds (the loop over n is what becomes SIMD code)
     K4 = K - K % 4
     for r in range(r0, r1):
-        c = C[r]
+        c = C[r, c0:c1]
         a = A[r]
         for k in range(0, K4, 4):
             a0, a1, a2, a3 = a[k], a[k + 1], a[k + 2], a[k + 3]
-            m0, m1, m2, m3 = M[k], M[k + 1], M[k + 2], M[k + 3]
-            for n in range(N):
+            m0, m1, m2, m3 = M[k, c0:c1], M[k + 1, c0:c1], M[k + 2, c0:c1], M[k + 3, c0:c1]
+            for n in range(cols):
                 c[n] += a0 * m0[n] + a1 * m1[n] + a2 * m2[n] + a3 * m3[n]
         for k in range(K4, K):
             ak = a[k]
-            m = M[k]
-            for n in range(N):
+            m = M[k, c0:c1]
+            for n in range(cols):
                 c[n] += ak * m[n]
+
 
 # Row helpers written as loops: array expressions (``a[:] = b``, ``a += b``) would compile
 # NumPy's broadcasting machinery into every kernel, which costs seconds of compile time.
@@ -225,3 +236,12 @@ def add(dst, src):
 def fill(dst, value):
     for j in range(dst.shape[0]):
         dst[j] = value
+
+
+@njit(inline="always")
+def add_gate_blocks(dst, src, j0, j1, n_gates):
+    """``dst[q·H + j] += src[q·H + j]`` for units ``j0 <= j < j1`` of each of ``n_gates`` blocks of ``H``."""
+    H = dst.shape[0] // n_gates
+    for q in range(n_gates):
+        for j in range(q * H + j0, q * H + j1):
+            dst[j] += src[j]

@@ -89,7 +89,7 @@ def _cell_backward_after(acts, ghn, h_prev, dh, dgi, dgh):
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _backward_after_rows(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
                          dGI, dGH, dgi, dgh, dh, dh0, r0, r1, use_blas):
-    """Backward chains for rows ``r0 .. r1-1`` (see ``lstm._backward_rows`` for ``chains``)."""
+    """Backward chains for rows ``r0 .. r1-1`` (see ``lstm._backward_tile`` for ``chains``)."""
     T = dy.shape[0]
     for c in range(chains.shape[0]):
         s, lo = chains[c, 0], chains[c, 1]

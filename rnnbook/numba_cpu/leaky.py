@@ -93,7 +93,7 @@ def _cell_backward(f, h_prev, kappa, keep, dh, da, dk, phi, slope):
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _backward_rows(fs, hs, kappa, keep, W_hh, dy, dstate_h, phi, slope, chains, inject_all,
                    dA, dK, da, dh, dh0, r0, r1, use_blas):
-    """Backward chains for rows ``r0 .. r1-1`` (``chains`` as in ``lstm._backward_rows``).
+    """Backward chains for rows ``r0 .. r1-1`` (``chains`` as in ``lstm._backward_tile``).
 
     ``dA[t]`` += every chain's ``da_t``; ``dK[r]`` += the row's contribution to ``dκ``.
     """

@@ -35,7 +35,8 @@ from ..checks import check_backward_call, check_forward_call, non_default_option
 from ..numpy_ref import lstm as _spec
 from . import bptt
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
-from .gemm import add, copy, fill, matmul_rows
+from .gemm import add, add_gate_blocks, copy, fill, matmul_rows, matmul_tile
+from .sync import PAD, arrive_and_wait
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
 param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params
@@ -43,10 +44,11 @@ param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, 
 
 # ------------------------------------------------------------------------------------ compiled
 @njit(inline="always", **KERNEL_OPTIONS)
-def _cell_forward(z, c_prev, h, c):
-    """Gate nonlinearities and state update of one batch row; ``z (4H)`` becomes ``[i|f|g|o]``."""
+def _cell_forward(z, c_prev, h, c, j0, j1):
+    """Gate nonlinearities and state update of one batch row, units ``j0 .. j1-1``;
+    ``z (4H)`` becomes ``[i|f|g|o]`` there."""
     H = h.shape[0]
-    for j in range(H):
+    for j in range(j0, j1):
         i = sigmoid(z[j])
         f = sigmoid(z[H + j])
         g = tanh(z[2 * H + j])
@@ -56,21 +58,35 @@ def _cell_forward(z, c_prev, h, c):
         z[j], z[H + j], z[2 * H + j], z[3 * H + j] = i, f, g, o
 
 
+@njit(inline="always", **KERNEL_OPTIONS)
+def _gate_product(A, M, C, r0, r1, j0, j1, n_gates, use_blas):
+    """``C[r, q·H + j] += (A[r] @ M)[q·H + j]`` for units ``j0 <= j < j1`` of each of the ``n_gates``
+    gate blocks: one product when the tile holds every unit, one per gate otherwise."""
+    H = C.shape[1] // n_gates
+    if j0 == 0 and j1 == H:
+        matmul_tile(A, M, C, r0, r1, 0, n_gates * H, use_blas)
+    else:
+        for q in range(n_gates):
+            matmul_tile(A, M, C, r0, r1, q * H + j0, q * H + j1, use_blas)
+
+
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
-def _forward_rows(gates, WT, hs, cs, r0, r1, use_blas):
-    """The whole recurrence for batch rows ``r0 .. r1-1`` (no Python between steps)."""
-    T = gates.shape[0]
-    for t in range(T):
-        matmul_rows(hs[t], WT, gates[t], r0, r1, use_blas)      # z_t = G[t] + h_{t-1} W_hh^T
+def _forward_tile(gates, WT, hs, cs, r0, r1, j0, j1, use_blas, flags, me):
+    """The whole recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (no Python between steps)."""
+    n = flags.shape[0] // PAD
+    for t in range(gates.shape[0]):
+        _gate_product(hs[t], WT, gates[t], r0, r1, j0, j1, 4, use_blas)   # z_t = G[t] + h_{t-1} W_hh^T
         for r in range(r0, r1):
-            _cell_forward(gates[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r])
+            _cell_forward(gates[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r], j0, j1)
+        arrive_and_wait(flags, me, n, t + 1)            # all of h_t is written before step t+1 reads it
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _cell_backward(acts, c_prev, c, dh, dc, dz):
-    """Backward of one row of one step: reads ``dh``, ``dc`` (at step t), writes ``dz``, ``dc <- dc_{t-1}``."""
+def _cell_backward(acts, c_prev, c, dh, dc, dz, j0, j1):
+    """Backward of one row of one step, units ``j0 .. j1-1``: reads ``dh``, ``dc`` (at step t),
+    writes ``dz``, ``dc <- dc_{t-1}``."""
     H = dh.shape[0]
-    for j in range(H):
+    for j in range(j0, j1):
         i, f, g, o = acts[j], acts[H + j], acts[2 * H + j], acts[3 * H + j]
         tc = tanh(c[j])
         do = dh[j] * tc                                     # h = o ⊙ tanh(c)
@@ -83,37 +99,45 @@ def _cell_backward(acts, c_prev, c, dh, dc, dz):
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
-def _backward_rows(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_all,
-                   dZ, dz, dh, dc, dh0, dc0, r0, r1, use_blas):
-    """Backward chains for rows ``r0 .. r1-1``; ``dZ`` += every chain's gate gradients.
+def _backward_tile(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_all,
+                   dZ, dz, dh, dc, dh0, dc0, r0, r1, j0, j1, use_blas, flags, me):
+    """Backward chains for rows ``r0 .. r1-1`` × units ``j0 .. j1-1``; ``dZ`` += every chain's gate gradients.
 
     ``chains[n] = (s, lo)``: start at step ``s`` with ``dy[s]`` (plus ``dstate`` when
     ``s = T-1``) and run down to step ``lo``; with ``inject_all`` also add ``dy[t]`` at
     every step (full BPTT is the single chain ``(T-1, 0)``).  A chain that ends at
     step 0 adds what is left into ``dh0, dc0`` (the gradient on the initial state).
+
+    ``dz (2, B, 4H)`` is double-buffered: with unit blocks, the product at step t reads
+    every thread's ``dz_t`` while a faster thread may already write ``dz_{t-1}``.
     """
     T = gates.shape[0]
-    for n in range(chains.shape[0]):
-        s, lo = chains[n, 0], chains[n, 1]
+    n = flags.shape[0] // PAD
+    passed = 0
+    for c in range(chains.shape[0]):
+        s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
             if s == T - 1:
-                copy(dh[r], dstate_h[r])
-                copy(dc[r], dstate_c[r])
+                copy(dh[r, j0:j1], dstate_h[r, j0:j1])
+                copy(dc[r, j0:j1], dstate_c[r, j0:j1])
             else:
-                fill(dh[r], 0)
-                fill(dc[r], 0)
+                fill(dh[r, j0:j1], 0)
+                fill(dc[r, j0:j1], 0)
         for t in range(s, lo - 1, -1):
+            buf = dz[passed % 2]
             for r in range(r0, r1):
                 if inject_all or t == s:
-                    add(dh[r], dy[t, r])                        # y_t = h_t
-                _cell_backward(gates[t, r], cs[t, r], cs[t + 1, r], dh[r], dc[r], dz[r])
-                add(dZ[t, r], dz[r])
-                fill(dh[r], 0)
-            matmul_rows(dz, W_hh, dh, r0, r1, use_blas)         # dh_{t-1} = dz W_hh
+                    add(dh[r, j0:j1], dy[t, r, j0:j1])          # y_t = h_t
+                _cell_backward(gates[t, r], cs[t, r], cs[t + 1, r], dh[r], dc[r], buf[r], j0, j1)
+                add_gate_blocks(dZ[t, r], buf[r], j0, j1, 4)
+                fill(dh[r, j0:j1], 0)
+            passed += 1
+            arrive_and_wait(flags, me, n, passed)            # all of dz_t is written before it is read
+            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, use_blas)    # dh_{t-1} = dz W_hh
         if lo == 0:
             for r in range(r0, r1):
-                add(dh0[r], dh[r])
-                add(dc0[r], dc[r])
+                add(dh0[r, j0:j1], dh[r, j0:j1])
+                add(dc0[r, j0:j1], dc[r, j0:j1])
 
 
 # ------------------------------------------------------------------------------------ Python
@@ -127,9 +151,8 @@ def forward(params, x, state0=None, **options):
     hs = np.empty((T + 1, B, H), dtype)
     cs = np.empty((T + 1, B, H), dtype)
     hs[0], cs[0] = (0, 0) if state0 is None else state0
-    use_blas, n_chunks = bptt.plan(B, H, 4 * H, T)
-    bptt.run(_forward_rows, (gates, np.ascontiguousarray(W_hh.T), hs, cs),
-             B, use_blas, n_chunks)
+    bptt.run_tiles(_forward_tile, (gates, np.ascontiguousarray(W_hh.T), hs, cs),
+                   B, H, bptt.plan_tiles(B, H, 4 * H, T, H))
     cache = {"x": x, "gates": gates, "hs": hs, "cs": cs, "options": opts,
              "shape": (T, B, H), "dtype": dtype}
     return hs[1:], (hs[T].copy(), cs[T].copy()), cache
@@ -147,13 +170,12 @@ def backward(params, cache, dy, dstate=None, window=None):
         dstate = (np.zeros((B, H), dtype), np.zeros((B, H), dtype))
     chains, inject_all = bptt.chain_schedule(T, window)
     dZ = np.zeros((T, B, 4 * H), dtype)
-    dz, dh, dc = np.empty((B, 4 * H), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype)
+    dz, dh, dc = np.empty((2, B, 4 * H), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype)
     dh0, dc0 = np.zeros((B, H), dtype), np.zeros((B, H), dtype)
-    use_blas, n_chunks = bptt.plan(B, 4 * H, H, T)
     args = (cache["gates"], cache["hs"], cache["cs"], W_hh, np.ascontiguousarray(dy),
             np.ascontiguousarray(dstate[0]), np.ascontiguousarray(dstate[1]), chains, inject_all,
             dZ, dz, dh, dc, dh0, dc0)
-    bptt.run(_backward_rows, args, B, use_blas, n_chunks)
+    bptt.run_tiles(_backward_tile, args, B, H, bptt.plan_tiles(B, 4 * H, H, T, H))
     hs = cache["hs"]
     return {"W_ih": bptt.weight_gradient(dZ, cache["x"]),         # z = x W_ih^T + …
             "W_hh": bptt.weight_gradient(dZ, hs[:-1]),             # z = … + h_prev W_hh^T
@@ -246,7 +268,7 @@ def _variant_cell_forward(z, rz, peep, c_prev, h, c, ifo, one, peep_on, has_i, h
 def _variant_forward_rows(gates, WT, RT, peep, hs, cs, ifo, rz, variant, r0, r1, use_blas):
     """The whole recurrence of any variant for rows ``r0 .. r1-1``.
 
-    As ``_forward_rows``, plus ``RT = R^T (3H, 3H)``, ``ifo (T+1, B, 3H)`` with
+    As ``_forward_tile``, plus ``RT = R^T (3H, 3H)``, ``ifo (T+1, B, 3H)`` with
     ``ifo[0] = [i|f|o]_{-1}`` from the initial state and ``rz (B, 3H)`` scratch (FGR only;
     zero-width arrays otherwise).
     """
@@ -319,7 +341,7 @@ def _variant_cell_backward(acts, peep, c_prev, c, dh, dc, dg, dz, dzr, one, peep
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _variant_backward_rows(gates, cs, W_hh, R, peep, dy, dstate_h, dstate_c, dstate_g, variant, chains,
                            inject_all, dZ, dz, dzr, dh, dc, dg, dh0, dc0, dg0, r0, r1, use_blas):
-    """Backward chains of any variant for rows ``r0 .. r1-1`` (``chains`` as in ``_backward_rows``).
+    """Backward chains of any variant for rows ``r0 .. r1-1`` (``chains`` as in ``_backward_tile``).
 
     Under FGR the chain also carries ``dg (B, 3H)``, the error at ``[i|f|o]_t``:
     ``dg_{t-1} = [dz_i|dz_f|dz_o] R``; ``dstate_g``, ``dg0`` are its final/initial values

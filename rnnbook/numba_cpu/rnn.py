@@ -25,7 +25,8 @@ from ..checks import check_backward_call, check_forward_call
 from ..numpy_ref import rnn as _spec
 from . import bptt
 from .functions import KERNEL_OPTIONS, drelu_from_output, dtanh_from_output, relu, tanh
-from .gemm import add, copy, fill, matmul_rows
+from .gemm import add, copy, fill, matmul_tile
+from .sync import PAD, arrive_and_wait
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
 param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params
@@ -33,50 +34,59 @@ param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, 
 
 # ------------------------------------------------------------------------------------ compiled
 @njit(inline="always", **KERNEL_OPTIONS)
-def _cell_forward(a, h, use_relu):
-    """``h = φ(a)`` for one batch row."""
-    for j in range(h.shape[0]):
+def _cell_forward(a, h, use_relu, j0, j1):
+    """``h = φ(a)`` for one batch row, units ``j0 .. j1-1``."""
+    for j in range(j0, j1):
         h[j] = relu(a[j]) if use_relu else tanh(a[j])
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
-def _forward_rows(pre, WT, hs, use_relu, r0, r1, use_blas):
-    """The whole recurrence for batch rows ``r0 .. r1-1``."""
+def _forward_tile(pre, WT, hs, use_relu, r0, r1, j0, j1, use_blas, flags, me):
+    """The whole recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (see ``bptt.run_tiles``)."""
+    n = flags.shape[0] // PAD
     for t in range(pre.shape[0]):
-        matmul_rows(hs[t], WT, pre[t], r0, r1, use_blas)       # a_t = G[t] + h_{t-1} W_hh^T
+        matmul_tile(hs[t], WT, pre[t], r0, r1, j0, j1, use_blas)   # a_t = G[t] + h_{t-1} W_hh^T
         for r in range(r0, r1):
-            _cell_forward(pre[t, r], hs[t + 1, r], use_relu)
+            _cell_forward(pre[t, r], hs[t + 1, r], use_relu, j0, j1)
+        arrive_and_wait(flags, me, n, t + 1)            # all of h_t is written before step t+1 reads it
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _cell_backward(h, dh, da, use_relu):
-    """``da = dh ⊙ φ'(a)`` for one row, ``φ'`` written through the output ``h``."""
-    for j in range(h.shape[0]):
+def _cell_backward(h, dh, da, use_relu, j0, j1):
+    """``da = dh ⊙ φ'(a)`` for one row, units ``j0 .. j1-1``, ``φ'`` written through the output ``h``."""
+    for j in range(j0, j1):
         da[j] = dh[j] * (drelu_from_output(h[j]) if use_relu else dtanh_from_output(h[j]))
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
-def _backward_rows(hs, W_hh, dy, dstate_h, use_relu, chains, inject_all, dA, da, dh, dh0, r0, r1, use_blas):
-    """Backward chains for rows ``r0 .. r1-1`` (see ``lstm._backward_rows`` for ``chains``)."""
+def _backward_tile(hs, W_hh, dy, dstate_h, use_relu, chains, inject_all, dA, da, dh, dh0,
+                   r0, r1, j0, j1, use_blas, flags, me):
+    """Backward chains for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (see ``lstm._backward_tile``
+    for ``chains`` and the double-buffered ``da (2, B, H)``)."""
     T = dy.shape[0]
-    for n in range(chains.shape[0]):
-        s, lo = chains[n, 0], chains[n, 1]
+    n = flags.shape[0] // PAD
+    passed = 0
+    for c in range(chains.shape[0]):
+        s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
             if s == T - 1:
-                copy(dh[r], dstate_h[r])
+                copy(dh[r, j0:j1], dstate_h[r, j0:j1])
             else:
-                fill(dh[r], 0)
+                fill(dh[r, j0:j1], 0)
         for t in range(s, lo - 1, -1):
+            buf = da[passed % 2]
             for r in range(r0, r1):
                 if inject_all or t == s:
-                    add(dh[r], dy[t, r])                          # y_t = h_t
-                _cell_backward(hs[t + 1, r], dh[r], da[r], use_relu)
-                add(dA[t, r], da[r])
-                fill(dh[r], 0)
-            matmul_rows(da, W_hh, dh, r0, r1, use_blas)           # dh_{t-1} = da W_hh
+                    add(dh[r, j0:j1], dy[t, r, j0:j1])          # y_t = h_t
+                _cell_backward(hs[t + 1, r], dh[r], buf[r], use_relu, j0, j1)
+                add(dA[t, r, j0:j1], buf[r, j0:j1])
+                fill(dh[r, j0:j1], 0)
+            passed += 1
+            arrive_and_wait(flags, me, n, passed)            # all of da_t is written before it is read
+            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, use_blas)    # dh_{t-1} = da W_hh
         if lo == 0:
             for r in range(r0, r1):
-                add(dh0[r], dh[r])
+                add(dh0[r, j0:j1], dh[r, j0:j1])
 
 
 # ------------------------------------------------------------------------------------ Python
@@ -88,8 +98,8 @@ def forward(params, x, state0=None, **options):
     hs = np.empty((T + 1, B, H), dtype)
     hs[0] = 0 if state0 is None else state0[0]
     use_relu = opts["nonlinearity"] == "relu"
-    use_blas, n_chunks = bptt.plan(B, H, H, T)
-    bptt.run(_forward_rows, (pre, np.ascontiguousarray(W_hh.T), hs, use_relu), B, use_blas, n_chunks)
+    bptt.run_tiles(_forward_tile, (pre, np.ascontiguousarray(W_hh.T), hs, use_relu),
+                   B, H, bptt.plan_tiles(B, H, H, T, H))
     cache = {"x": x, "hs": hs, "options": opts, "shape": (T, B, H), "dtype": dtype}
     return hs[1:], (hs[T].copy(),), cache
 
@@ -103,12 +113,11 @@ def backward(params, cache, dy, dstate=None, window=None):
     dstate_h = np.zeros((B, H), dtype) if dstate is None else np.ascontiguousarray(dstate[0])
     chains, inject_all = bptt.chain_schedule(T, window)
     dA = np.zeros((T, B, H), dtype)
-    da, dh, dh0 = np.empty((B, H), dtype), np.empty((B, H), dtype), np.zeros((B, H), dtype)
+    da, dh, dh0 = np.empty((2, B, H), dtype), np.empty((B, H), dtype), np.zeros((B, H), dtype)
     use_relu = cache["options"]["nonlinearity"] == "relu"
-    use_blas, n_chunks = bptt.plan(B, H, H, T)
     args = (cache["hs"], W_hh, np.ascontiguousarray(dy), dstate_h, use_relu, chains, inject_all,
             dA, da, dh, dh0)
-    bptt.run(_backward_rows, args, B, use_blas, n_chunks)
+    bptt.run_tiles(_backward_tile, args, B, H, bptt.plan_tiles(B, H, H, T, H))
     hs = cache["hs"]
     return {"W_ih": bptt.weight_gradient(dA, cache["x"]),          # a = x W_ih^T + …
             "W_hh": bptt.weight_gradient(dA, hs[:-1]),              # a = … + h_prev W_hh^T

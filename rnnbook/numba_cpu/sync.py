@@ -1,0 +1,101 @@
+r"""A step barrier for threads that share one recurrence (compiled code only).
+
+When the threads of a recurrence split the *hidden units* between them (see
+``bptt.plan``), step ``t`` of one thread needs what every other thread wrote at
+step ``t-1``: the whole ``h_{t-1}`` forward, the whole ``dz_t`` backward.  So after
+each step every thread announces how far it has come and waits until all the
+others have come as far.  That is a barrier, and on a CPU the cheapest one is a
+counter per thread in shared memory::
+
+    flags (n·PAD,) int64       thread k's counter lives at flags[k·PAD]
+                               (PAD = 16 int64 = 128 bytes: one cache line pair per
+                               thread, so that two counters never share a line)
+
+    arrive_and_wait(flags, me, n, count):
+        flags[me·PAD] := count                        (release: my step-t writes are visible first)
+        for every thread k: wait until flags[k·PAD] ≥ count   (acquire: then read theirs)
+
+``count`` is the number of barriers the thread has passed, so the counters never
+need resetting within a call and a fast thread can never be confused by a slow
+one's old value.  The store and the loads are *atomic* with release/acquire order:
+plain array accesses would let the compiler keep the counter in a register and
+spin forever, or move the step's stores after the announcement.
+
+Waiting first spins with the CPU's ``pause`` hint (the partner is normally a
+fraction of a microsecond behind) and, after ``SPINS`` rounds, yields the core
+(``sched_yield``): on a loaded machine the partner may have been descheduled,
+and spinning would only keep it off the core longer.
+"""
+import platform
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+#: int64 slots between two threads' counters (128 bytes)
+PAD = 16
+#: pause-spins before a waiting thread starts yielding its core
+SPINS = 2000
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+_sched_yield = types.ExternalFunction("sched_yield", types.int32())
+
+
+def new_flags(n):
+    """Counters for a barrier of ``n`` threads, all at 0."""
+    return np.zeros(n * PAD, np.int64)
+
+
+def _item_pointer(context, builder, arrty, arr, idx):
+    ary = context.make_array(arrty)(context, builder, arr)
+    return cgutils.get_item_pointer(context, builder, arrty, ary, [idx])
+
+
+@intrinsic
+def load_acquire(typingctx, flags, idx):
+    """``flags[idx]`` as an atomic load with acquire order (later reads stay after it)."""
+    def codegen(context, builder, sig, args):
+        ptr = _item_pointer(context, builder, sig.args[0], args[0], args[1])
+        return builder.load_atomic(ptr, ordering="acquire", align=8)
+    return types.int64(flags, idx), codegen
+
+
+@intrinsic
+def store_release(typingctx, flags, idx, value):
+    """``flags[idx] = value`` as an atomic store with release order (earlier writes land first)."""
+    def codegen(context, builder, sig, args):
+        ptr = _item_pointer(context, builder, sig.args[0], args[0], args[1])
+        value = context.cast(builder, args[2], sig.args[2], types.int64)
+        builder.store_atomic(value, ptr, ordering="release", align=8)
+        return context.get_dummy_value()
+    return types.void(flags, idx, value), codegen
+
+
+@intrinsic
+def cpu_relax(typingctx):
+    """The spin-wait hint (x86 ``pause``; nothing elsewhere)."""
+    def codegen(context, builder, sig, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@njit(inline="always")
+def arrive_and_wait(flags, me, n, count):
+    """Announce ``count`` barriers passed by thread ``me``; return when all ``n`` threads have."""
+    if n <= 1:
+        return
+    store_release(flags, me * PAD, count)
+    for k in range(n):
+        spins = 0
+        while load_acquire(flags, k * PAD) < count:
+            spins += 1
+            if spins < SPINS:
+                cpu_relax()
+            else:
+                _sched_yield()
