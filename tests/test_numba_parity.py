@@ -4,7 +4,8 @@ Error measure: normwise relative error ``max|a - b| / max|b|`` per array (``b`` 
 ``numpy_ref`` in the same dtype).  Bounds from the acceptance criteria: 1e-10 in
 float64, 1e-5 in float32.  Every parameter, the initial state and the final-state
 gradient are random.  Both ways of computing the recurrent product (compiled loops
-and BLAS) are checked, and the multi-threaded row blocks whenever ``B >= 4``.
+and BLAS) are checked, and both ways of putting the threads on it: blocks of batch
+rows, and blocks of hidden units with the per-step barrier (``bptt.split``).
 """
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ CELLS = [("rnn", {"nonlinearity": "tanh"}), ("rnn", {"nonlinearity": "relu"}), (
          ("gru", {"reset_after": True}), ("gru", {"reset_after": False})]
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
 STRATEGIES = ["loops", "blas"] if numba_cpu.gemm.HAVE_BLAS else ["loops"]
+#: how tile kernels put threads on the work: as planned, two row blocks, two or three unit blocks
+SPLITS = [("auto", None), ("rows", 2), ("units", 2), ("units", 3)]
 
 
 def rel_error(a, b):
@@ -42,13 +45,13 @@ def random_problem(arch, opts, T, B, D, H, dtype, seed):
     return params, x, state0, dy, dstate
 
 
-def compare(arch, opts, T, B, D, H, dtype, strategy, window, seed=0, use_state=True):
+def compare(arch, opts, T, B, D, H, dtype, strategy, window, seed=0, use_state=True, split=("auto", None)):
     params, x, state0, dy, dstate = random_problem(arch, opts, T, B, D, H, dtype, seed)
     if not use_state:
         state0 = dstate = None
     y0, s0, c0 = rb.forward(arch, params, x, state0, backend="numpy", **opts)
     g0 = rb.backward(arch, params, c0, dy, dstate, window=window)
-    with bptt.strategy(strategy):
+    with bptt.strategy(strategy), bptt.split(*split):
         y1, s1, c1 = rb.forward(arch, params, x, state0, backend="numba", **opts)
         g1 = rb.backward(arch, params, c1, dy, dstate, window=window)
     assert y1.dtype == dtype and all(s.dtype == dtype for s in s1)
@@ -60,7 +63,7 @@ def compare(arch, opts, T, B, D, H, dtype, strategy, window, seed=0, use_state=T
     errors.update({f"dstate0[{i}]": rel_error(a, b) for i, (a, b) in enumerate(zip(g1["state0"], g0["state0"]))})
     worst = max(errors, key=errors.get)
     assert errors[worst] <= TOL[dtype], (f"{arch} {opts} T,B,D,H={T, B, D, H} {np.dtype(dtype)} {strategy} "
-                                         f"window={window}: {worst} off by {errors[worst]:.2e}\n{errors}")
+                                         f"window={window} split={split}: {worst} off by {errors[worst]:.2e}\n{errors}")
     return errors
 
 
@@ -68,19 +71,21 @@ def compare(arch, opts, T, B, D, H, dtype, strategy, window, seed=0, use_state=T
 @given(cell=st.sampled_from(CELLS), T=st.integers(1, 7), B=st.integers(1, 6), D=st.integers(1, 6),
        H=st.integers(1, 9), dtype=st.sampled_from([np.float64, np.float32]),
        strategy=st.sampled_from(STRATEGIES), window=st.one_of(st.none(), st.integers(1, 8)),
-       use_state=st.booleans(), seed=st.integers(0, 2**16))
-def test_parity_with_numpy_reference(cell, T, B, D, H, dtype, strategy, window, use_state, seed):
+       use_state=st.booleans(), seed=st.integers(0, 2**16), split=st.sampled_from(SPLITS))
+def test_parity_with_numpy_reference(cell, T, B, D, H, dtype, strategy, window, use_state, seed, split):
     arch, opts = cell
-    compare(arch, opts, T, B, D, H, dtype, strategy, window, seed, use_state)
+    compare(arch, opts, T, B, D, H, dtype, strategy, window, seed, use_state, split)
 
 
 @pytest.mark.parametrize("arch,opts", CELLS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_parity_fixed_shapes(arch, opts, dtype, strategy):
-    """Every cell, dtype and product path at least once, with enough rows for two threads."""
-    compare(arch, opts, 6, 5, 4, 7, dtype, strategy, None, seed=1)
-    compare(arch, opts, 6, 5, 4, 7, dtype, strategy, 3, seed=2)
+@pytest.mark.parametrize("split", SPLITS)
+def test_parity_fixed_shapes(arch, opts, dtype, strategy, split):
+    """Every cell, dtype, product path and thread split at least once; H = 37 puts unit-block
+    edges inside a SIMD vector's worth of units and B = 5 gives the row blocks unequal sizes."""
+    compare(arch, opts, 6, 5, 4, 37, dtype, strategy, None, seed=1, split=split)
+    compare(arch, opts, 6, 5, 4, 37, dtype, strategy, 3, seed=2, split=split)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
