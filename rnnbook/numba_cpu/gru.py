@@ -32,6 +32,13 @@ Backward of one step (``a_r, a_z, a_n`` are the arguments of σ, σ, tanh)::
     dW_ih = Σ dgi^T x (dgi = [da_r|da_z|da_n]),  db_ih = Σ dgi,  dx = dgi W_ih        (GEMMs after the loop)
     after:  dW_hh = Σ dgh^T h_prev  (dgh = [da_r|da_z|dgh_n]),  db_hh = Σ dgh
     before: dW_h{rz} = Σ [da_r|da_z]^T h_prev,  dW_hn = Σ da_n^T rh,  db_hh = Σ dgi
+
+  The r and z columns of ``dgh`` are those of ``dgi`` (gi and gh enter σ through the same sum),
+  so the reset-after loop stores only ``dgi`` and ``dgh_n``: ``dGI (T, B, 3H)``, ``dGH_n (T, B, H)``.
+  Once dW_ih, db_ih and dx are taken from ``dGI``, its n columns are overwritten with ``dGH_n``,
+  which makes it ``dGH``, and dW_hh is again one GEMM.  (Storing all of ``dgh`` as well made the
+  loop write 6H instead of 4H floats per row and step, into a second fresh ``(T, B, 3H)`` array
+  whose pages were first touched -- page-faulted -- inside the loop.)
 """
 import numpy as np
 from numba import njit
@@ -86,11 +93,35 @@ def _cell_backward_after(acts, ghn, h_prev, dh, dgi, dgh):
         dh[j] = dh[j] * z                                     # h = … + z h_prev
 
 
+@njit(inline="always")
+def _store_or_add(dst, src, add_to):
+    """``dst = src``, or ``dst += src`` when an earlier chain already stored this step (BPTT(k)).
+
+    Storing, not adding, on the first visit means the loop never reads ``dGI``/``dGH`` before
+    writing them.  They are fresh ``np.zeros`` arrays whose pages are first touched here, and
+    read-then-write costs two page faults per page (map the zero page, then copy it) where a
+    store costs one; at B=32, H=64 those faults cost more than the step's product.
+    """
+    if add_to:
+        add(dst, src)
+    else:
+        copy(dst, src)
+
+
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _backward_after_rows(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
                          dGI, dGH, dgi, dgh, dh, dh0, r0, r1, use_blas):
-    """Backward chains for rows ``r0 .. r1-1`` (see ``lstm._backward_tile`` for ``chains``)."""
+    """Backward chains for rows ``r0 .. r1-1`` (see ``lstm._backward_tile`` for ``chains``).
+
+    ``dGI[t] (B, 3H)`` receives the chains' ``dgi = [da_r|da_z|da_n]`` at step t, ``dGH[t] (B, H)``
+    only their ``dgh_n = da_n ⊙ r`` (the r, z columns of ``dgh`` are those of ``dgi``, see the
+    module docstring): the first chain to reach step t stores, any later one adds
+    (``_store_or_add``).  ``dgi``, ``dgh (B, 3H)`` are per-step scratch, ``dgh`` the operand of
+    the product.
+    """
     T = dy.shape[0]
+    H = dh.shape[1]
+    reached = np.zeros(T, np.bool_)                               # steps a chain has stored
     for c in range(chains.shape[0]):
         s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
@@ -103,8 +134,9 @@ def _backward_after_rows(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
                 if inject_all or t == s:
                     add(dh[r], dy[t, r])                          # y_t = h_t
                 _cell_backward_after(acts[t, r], ghn[t, r], hs[t, r], dh[r], dgi[r], dgh[r])
-                add(dGI[t, r], dgi[r])
-                add(dGH[t, r], dgh[r])
+                _store_or_add(dGI[t, r], dgi[r], reached[t])      # gi = x W_ih^T + b_ih
+                _store_or_add(dGH[t, r], dgh[r, 2 * H:], reached[t])   # gh_n = h_prev W_hn^T + b_hn
+            reached[t] = True
             matmul_rows(dgh, W_hh, dh, r0, r1, use_blas)          # dh_{t-1} += dgh W_hh
         if lo == 0:
             for r in range(r0, r1):
@@ -177,9 +209,13 @@ def _cell_backward_before_2(acts, h_prev, drh, dh, dgi):
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _backward_before_rows(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
                           dGI, dgi, dan, drh, dh, dh0, r0, r1, use_blas):
-    """Backward chains for rows ``r0 .. r1-1``; ``dgi (B, 3H)`` rows are [da_r|da_z|da_n]."""
+    """Backward chains for rows ``r0 .. r1-1``; ``dgi (B, 3H)`` rows are [da_r|da_z|da_n].
+
+    ``dGI[t]`` receives the chains' ``dgi`` at step t as in ``_backward_after_rows``.
+    """
     T = dy.shape[0]
     H = dh.shape[1]
+    reached = np.zeros(T, np.bool_)                               # steps a chain has stored
     for c in range(chains.shape[0]):
         s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
@@ -196,7 +232,8 @@ def _backward_before_rows(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
             matmul_rows(dan, W_n, drh, r0, r1, use_blas)          # d(rh) = da_n W_hn
             for r in range(r0, r1):
                 _cell_backward_before_2(acts[t, r], hs[t, r], drh[r], dh[r], dgi[r])
-                add(dGI[t, r], dgi[r])
+                _store_or_add(dGI[t, r], dgi[r], reached[t])      # gi = x W_ih^T + b_ih
+            reached[t] = True
             matmul_rows(dgi[:, :2 * H], W_rz, dh, r0, r1, use_blas)  # dh_{t-1} += [da_r|da_z] W_h{rz}
         if lo == 0:
             for r in range(r0, r1):
@@ -242,12 +279,10 @@ def backward(params, cache, dy, dstate=None, window=None):
     dgi, dh, dh0 = np.empty((B, 3 * H), dtype), np.empty((B, H), dtype), np.zeros((B, H), dtype)
     use_blas, n_chunks = bptt.plan(B, 3 * H, H, T)
     if cache["options"]["reset_after"]:
-        dGH, dgh = np.zeros((T, B, 3 * H), dtype), np.empty((B, 3 * H), dtype)
+        dGH_n, dgh = np.zeros((T, B, H), dtype), np.empty((B, 3 * H), dtype)
         args = (cache["acts"], cache["ghn"], hs, W_hh, dy, dstate_h, chains, inject_all,
-                dGI, dGH, dgi, dgh, dh, dh0)
+                dGI, dGH_n, dgi, dgh, dh, dh0)
         bptt.run(_backward_after_rows, args, B, use_blas, n_chunks)
-        dW_hh = bptt.weight_gradient(dGH, hs[:-1])                  # gh = h_prev W_hh^T + b_hh
-        db_hh = dGH.sum(axis=(0, 1))
     else:
         dan, drh = np.empty((B, H), dtype), np.empty((B, H), dtype)
         args = (cache["acts"], hs, np.ascontiguousarray(W_hh[:2 * H]), np.ascontiguousarray(W_hh[2 * H:]),
@@ -256,12 +291,14 @@ def backward(params, cache, dy, dstate=None, window=None):
         dW_hh = np.concatenate([bptt.weight_gradient(dGI[:, :, :2 * H], hs[:-1]),   # a_{r,z} = … + h_prev W_h{rz}^T
                                 bptt.weight_gradient(dGI[:, :, 2 * H:], cache["rh"])])  # a_n = … + rh W_hn^T
         db_hh = dGI.sum(axis=(0, 1))
-    return {"W_ih": bptt.weight_gradient(dGI, x),                    # gi = x W_ih^T + b_ih
-            "W_hh": dW_hh,
-            "b_ih": dGI.sum(axis=(0, 1)),
-            "b_hh": db_hh,
-            "x": bptt.input_gradient(dGI, W_ih),
-            "state0": (dh0,)}
+    dW_ih = bptt.weight_gradient(dGI, x)                             # gi = x W_ih^T + b_ih
+    db_ih = dGI.sum(axis=(0, 1))
+    dx = bptt.input_gradient(dGI, W_ih)
+    if cache["options"]["reset_after"]:
+        dGI[:, :, 2 * H:] = dGH_n              # dGI is now dGH = [da_r|da_z|dgh_n] (module docstring)
+        dW_hh = bptt.weight_gradient(dGI, hs[:-1])                  # gh = h_prev W_hh^T + b_hh
+        db_hh = dGI.sum(axis=(0, 1))
+    return {"W_ih": dW_ih, "W_hh": dW_hh, "b_ih": db_ih, "b_hh": db_hh, "x": dx, "state0": (dh0,)}
 
 
 def step_forward(params, x_t, state, reset_after=True):
