@@ -238,10 +238,42 @@ def fill(dst, value):
         dst[j] = value
 
 
+
+# Gate blocks: a cell with G gates keeps rows of G·H values, [gate 0 | gate 1 | ...], and a
+# tile owns units j0 .. j1-1 of each block.  These run a row helper over the tile's part.
+@njit(inline="always", **KERNEL_OPTIONS)
+def matmul_gates(A, M, C, r0, r1, j0, j1, n_gates, use_blas):
+    """``C[r, q·H + j] += (A[r] @ M)[q·H + j]`` for units ``j0 <= j < j1`` of each of ``n_gates``
+    blocks: one product when the tile holds every unit, one per gate block otherwise."""
+    H = C.shape[1] // n_gates
+    if j0 == 0 and j1 == H:
+        matmul_tile(A, M, C, r0, r1, 0, n_gates * H, use_blas)
+    else:
+        for q in range(n_gates):
+            matmul_tile(A, M, C, r0, r1, q * H + j0, q * H + j1, use_blas)
+
+
 @njit(inline="always")
-def add_gate_blocks(dst, src, j0, j1, n_gates):
-    """``dst[q·H + j] += src[q·H + j]`` for units ``j0 <= j < j1`` of each of ``n_gates`` blocks of ``H``."""
+def copy_gates(dst, src, j0, j1, n_gates):
+    """``dst[q·H + j] = src[q·H + j]`` for units ``j0 <= j < j1`` of each of ``n_gates`` blocks."""
     H = dst.shape[0] // n_gates
     for q in range(n_gates):
-        for j in range(q * H + j0, q * H + j1):
-            dst[j] += src[j]
+        copy(dst[q * H + j0:q * H + j1], src[q * H + j0:q * H + j1])
+
+
+@njit(inline="always")
+def store_gates(dst, src, j0, j1, n_gates, accumulate):
+    """``dst = src`` on the tile's units of each gate block, or ``dst += src`` with ``accumulate``.
+
+    The backward kernels collect each step's gate gradients into a fresh ``(T, B, G·H)``
+    array.  The first chain to reach a step *stores* (only BPTT(k)'s later chains add):
+    the array's pages are first touched here, and reading them before writing costs two
+    page faults per page (map the zero page, then copy it) where a store costs one -- at
+    B=32, H=64 those faults cost more than the step's product.
+    """
+    H = dst.shape[0] // n_gates
+    for q in range(n_gates):
+        if accumulate:
+            add(dst[q * H + j0:q * H + j1], src[q * H + j0:q * H + j1])
+        else:
+            copy(dst[q * H + j0:q * H + j1], src[q * H + j0:q * H + j1])

@@ -47,7 +47,8 @@ from ..checks import check_backward_call, check_forward_call
 from ..numpy_ref import gru as _spec
 from . import bptt
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
-from .gemm import add, copy, fill, matmul_rows
+from .gemm import add, copy, copy_gates, fill, matmul_gates, matmul_tile, store_gates
+from .sync import PAD, arrive_and_wait
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
 param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params
@@ -55,10 +56,11 @@ param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, 
 
 # ------------------------------------------------------------------ compiled: reset after the product
 @njit(inline="always", **KERNEL_OPTIONS)
-def _cell_forward_after(g, gh, h_prev, h, ghn):
-    """One row: ``g (3H)`` holds [gi_r|gi_z|gi_n] and becomes [r|z|n]; ``gh (3H)`` = h_prev W_hh^T + b_hh."""
+def _cell_forward_after(g, gh, h_prev, h, ghn, j0, j1):
+    """One row, units ``j0 .. j1-1``: ``g (3H)`` holds [gi_r|gi_z|gi_n] and becomes [r|z|n] there;
+    ``gh (3H)`` = h_prev W_hh^T + b_hh."""
     H = h.shape[0]
-    for j in range(H):
+    for j in range(j0, j1):
         r = sigmoid(g[j] + gh[j])
         z = sigmoid(g[H + j] + gh[H + j])
         n = tanh(g[2 * H + j] + r * gh[2 * H + j])
@@ -68,20 +70,24 @@ def _cell_forward_after(g, gh, h_prev, h, ghn):
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
-def _forward_after_rows(acts, WT, b_hh, hs, ghn, gh, r0, r1, use_blas):
+def _forward_after_tile(acts, WT, b_hh, hs, ghn, gh, r0, r1, j0, j1, use_blas, flags, me):
+    """The whole recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (see ``bptt.run_tiles``)."""
+    n = flags.shape[0] // PAD
     for t in range(acts.shape[0]):
         for r in range(r0, r1):
-            copy(gh[r], b_hh)
-        matmul_rows(hs[t], WT, gh, r0, r1, use_blas)              # gh = h_{t-1} W_hh^T + b_hh
+            copy_gates(gh[r], b_hh, j0, j1, 3)
+        matmul_gates(hs[t], WT, gh, r0, r1, j0, j1, 3, use_blas)    # gh = h_{t-1} W_hh^T + b_hh
         for r in range(r0, r1):
-            _cell_forward_after(acts[t, r], gh[r], hs[t, r], hs[t + 1, r], ghn[t, r])
+            _cell_forward_after(acts[t, r], gh[r], hs[t, r], hs[t + 1, r], ghn[t, r], j0, j1)
+        arrive_and_wait(flags, me, n, t + 1)            # all of h_t is written before step t+1 reads it
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _cell_backward_after(acts, ghn, h_prev, dh, dgi, dgh):
-    """One row: ``dh`` (at h_t) becomes its direct part ``dh ⊙ z``; writes ``dgi``, ``dgh`` (3H each)."""
+def _cell_backward_after(acts, ghn, h_prev, dh, dgi, dgh, j0, j1):
+    """One row, units ``j0 .. j1-1``: ``dh`` (at h_t) becomes its direct part ``dh ⊙ z``;
+    writes ``dgi``, ``dgh`` (3H each) there."""
     H = dh.shape[0]
-    for j in range(H):
+    for j in range(j0, j1):
         r, z, n = acts[j], acts[H + j], acts[2 * H + j]
         dn = dh[j] * (1 - z)                                  # h = (1-z) n + z h_prev
         dzj = dh[j] * (h_prev[j] - n)
@@ -93,62 +99,53 @@ def _cell_backward_after(acts, ghn, h_prev, dh, dgi, dgh):
         dh[j] = dh[j] * z                                     # h = … + z h_prev
 
 
-@njit(inline="always")
-def _store_or_add(dst, src, add_to):
-    """``dst = src``, or ``dst += src`` when an earlier chain already stored this step (BPTT(k)).
-
-    Storing, not adding, on the first visit means the loop never reads ``dGI``/``dGH`` before
-    writing them.  They are fresh ``np.zeros`` arrays whose pages are first touched here, and
-    read-then-write costs two page faults per page (map the zero page, then copy it) where a
-    store costs one; at B=32, H=64 those faults cost more than the step's product.
-    """
-    if add_to:
-        add(dst, src)
-    else:
-        copy(dst, src)
-
-
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
-def _backward_after_rows(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
-                         dGI, dGH, dgi, dgh, dh, dh0, r0, r1, use_blas):
-    """Backward chains for rows ``r0 .. r1-1`` (see ``lstm._backward_tile`` for ``chains``).
+def _backward_after_tile(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
+                         dGI, dGH, dgi, dgh, dh, dh0, r0, r1, j0, j1, use_blas, flags, me):
+    """Backward chains for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (see ``lstm._backward_tile``
+    for ``chains``).
 
     ``dGI[t] (B, 3H)`` receives the chains' ``dgi = [da_r|da_z|da_n]`` at step t, ``dGH[t] (B, H)``
     only their ``dgh_n = da_n ⊙ r`` (the r, z columns of ``dgh`` are those of ``dgi``, see the
-    module docstring): the first chain to reach step t stores, any later one adds
-    (``_store_or_add``).  ``dgi``, ``dgh (B, 3H)`` are per-step scratch, ``dgh`` the operand of
-    the product.
+    module docstring); the first chain to reach step t stores, any later one adds
+    (``gemm.store_gates``).  ``dgi (B, 3H)`` is per-step scratch; ``dgh (2, B, 3H)``, the
+    operand of the product, is double-buffered as ``dz`` is in ``lstm._backward_tile``.
     """
     T = dy.shape[0]
     H = dh.shape[1]
-    reached = np.zeros(T, np.bool_)                               # steps a chain has stored
+    n = flags.shape[0] // PAD
+    passed = 0
+    reached = np.zeros(T, np.bool_)                     # steps an earlier chain stored
     for c in range(chains.shape[0]):
         s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
             if s == T - 1:
-                copy(dh[r], dstate_h[r])
+                copy(dh[r, j0:j1], dstate_h[r, j0:j1])
             else:
-                fill(dh[r], 0)
+                fill(dh[r, j0:j1], 0)
         for t in range(s, lo - 1, -1):
+            buf = dgh[passed % 2]
             for r in range(r0, r1):
                 if inject_all or t == s:
-                    add(dh[r], dy[t, r])                          # y_t = h_t
-                _cell_backward_after(acts[t, r], ghn[t, r], hs[t, r], dh[r], dgi[r], dgh[r])
-                _store_or_add(dGI[t, r], dgi[r], reached[t])      # gi = x W_ih^T + b_ih
-                _store_or_add(dGH[t, r], dgh[r, 2 * H:], reached[t])   # gh_n = h_prev W_hn^T + b_hn
+                    add(dh[r, j0:j1], dy[t, r, j0:j1])          # y_t = h_t
+                _cell_backward_after(acts[t, r], ghn[t, r], hs[t, r], dh[r], dgi[r], buf[r], j0, j1)
+                store_gates(dGI[t, r], dgi[r], j0, j1, 3, reached[t])               # gi = x W_ih^T + b_ih
+                store_gates(dGH[t, r], buf[r, 2 * H:], j0, j1, 1, reached[t])       # gh_n = h_prev W_hn^T + b_hn
             reached[t] = True
-            matmul_rows(dgh, W_hh, dh, r0, r1, use_blas)          # dh_{t-1} += dgh W_hh
+            passed += 1
+            arrive_and_wait(flags, me, n, passed)            # all of dgh_t is written before it is read
+            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, use_blas)    # dh_{t-1} += dgh W_hh
         if lo == 0:
             for r in range(r0, r1):
-                add(dh0[r], dh[r])
+                add(dh0[r, j0:j1], dh[r, j0:j1])
 
 
 # ------------------------------------------------------------------ compiled: reset before the product
 @njit(inline="always", **KERNEL_OPTIONS)
-def _cell_gates_before(g, grz, h_prev, rh):
-    """One row: ``g[:2H]`` [gi_r|gi_z] becomes [r|z]; ``rh = r ⊙ h_prev``."""
+def _cell_gates_before(g, grz, h_prev, rh, j0, j1):
+    """One row, units ``j0 .. j1-1``: ``g[:2H]`` [gi_r|gi_z] becomes [r|z]; ``rh = r ⊙ h_prev``."""
     H = h_prev.shape[0]
-    for j in range(H):
+    for j in range(j0, j1):
         r = sigmoid(g[j] + grz[j])
         z = sigmoid(g[H + j] + grz[H + j])
         g[j], g[H + j] = r, z
@@ -156,10 +153,11 @@ def _cell_gates_before(g, grz, h_prev, rh):
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _cell_update_before(g, gn, h_prev, h):
-    """One row: ``n = tanh(gi_n + gn)`` with ``gn = rh W_hn^T + b_hn``; ``h = (1-z) n + z h_prev``."""
+def _cell_update_before(g, gn, h_prev, h, j0, j1):
+    """One row, units ``j0 .. j1-1``: ``n = tanh(gi_n + gn)`` with ``gn = rh W_hn^T + b_hn``;
+    ``h = (1-z) n + z h_prev``."""
     H = h.shape[0]
-    for j in range(H):
+    for j in range(j0, j1):
         z = g[H + j]
         n = tanh(g[2 * H + j] + gn[j])
         h[j] = (1 - z) * n + z * h_prev[j]
@@ -167,25 +165,31 @@ def _cell_update_before(g, gn, h_prev, h):
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
-def _forward_before_rows(acts, WT_rz, WT_n, b_hh, hs, rh, grz, gn, r0, r1, use_blas):
+def _forward_before_tile(acts, WT_rz, WT_n, b_hh, hs, rh, grz, gn, r0, r1, j0, j1, use_blas, flags, me):
+    """The recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1``: two products per step, so
+    two barriers (the second product reads all of ``rh_t``, the next step all of ``h_t``)."""
     H = hs.shape[2]
+    n = flags.shape[0] // PAD
     for t in range(acts.shape[0]):
         for r in range(r0, r1):
-            copy(grz[r], b_hh[:2 * H])
-            copy(gn[r], b_hh[2 * H:])
-        matmul_rows(hs[t], WT_rz, grz, r0, r1, use_blas)          # grz = h_{t-1} W_h{rz}^T + b_h{rz}
+            copy_gates(grz[r], b_hh[:2 * H], j0, j1, 2)
+            copy(gn[r, j0:j1], b_hh[2 * H + j0:2 * H + j1])
+        matmul_gates(hs[t], WT_rz, grz, r0, r1, j0, j1, 2, use_blas)   # grz = h_{t-1} W_h{rz}^T + b_h{rz}
         for r in range(r0, r1):
-            _cell_gates_before(acts[t, r], grz[r], hs[t, r], rh[t, r])
-        matmul_rows(rh[t], WT_n, gn, r0, r1, use_blas)            # gn = rh_t W_hn^T + b_hn
+            _cell_gates_before(acts[t, r], grz[r], hs[t, r], rh[t, r], j0, j1)
+        arrive_and_wait(flags, me, n, 2 * t + 1)        # all of rh_t is written before it is read
+        matmul_tile(rh[t], WT_n, gn, r0, r1, j0, j1, use_blas)         # gn = rh_t W_hn^T + b_hn
         for r in range(r0, r1):
-            _cell_update_before(acts[t, r], gn[r], hs[t, r], hs[t + 1, r])
+            _cell_update_before(acts[t, r], gn[r], hs[t, r], hs[t + 1, r], j0, j1)
+        arrive_and_wait(flags, me, n, 2 * t + 2)        # all of h_t is written before step t+1 reads it
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _cell_backward_before_1(acts, h_prev, dh, dgi, dan):
-    """One row, first half: ``da_z``, ``da_n`` into ``dgi``/``dan``; ``dh`` becomes ``dh ⊙ z``."""
+def _cell_backward_before_1(acts, h_prev, dh, dgi, dan, j0, j1):
+    """One row, first half, units ``j0 .. j1-1``: ``da_z``, ``da_n`` into ``dgi``/``dan``;
+    ``dh`` becomes ``dh ⊙ z``."""
     H = dh.shape[0]
-    for j in range(H):
+    for j in range(j0, j1):
         z, n = acts[H + j], acts[2 * H + j]
         dn = dh[j] * (1 - z)                                  # h = (1-z) n + z h_prev
         dzj = dh[j] * (h_prev[j] - n)
@@ -197,47 +201,55 @@ def _cell_backward_before_1(acts, h_prev, dh, dgi, dan):
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _cell_backward_before_2(acts, h_prev, drh, dh, dgi):
-    """One row, second half, given ``drh = da_n W_hn``: ``da_r`` into ``dgi``; ``dh += drh ⊙ r``."""
-    H = dh.shape[0]
-    for j in range(H):
+def _cell_backward_before_2(acts, h_prev, drh, dh, dgi, j0, j1):
+    """One row, second half, units ``j0 .. j1-1``, given ``drh = da_n W_hn``: ``da_r`` into ``dgi``;
+    ``dh += drh ⊙ r``."""
+    for j in range(j0, j1):
         r = acts[j]
         dgi[j] = drh[j] * h_prev[j] * dsigmoid_from_output(r)   # rh = r ⊙ h_prev,  r = σ(a_r)
         dh[j] += drh[j] * r                                   # rh = r ⊙ h_prev
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
-def _backward_before_rows(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
-                          dGI, dgi, dan, drh, dh, dh0, r0, r1, use_blas):
-    """Backward chains for rows ``r0 .. r1-1``; ``dgi (B, 3H)`` rows are [da_r|da_z|da_n].
+def _backward_before_tile(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
+                          dGI, dgi, dan, drh, dh, dh0, r0, r1, j0, j1, use_blas, flags, me):
+    """Backward chains for rows ``r0 .. r1-1`` × units ``j0 .. j1-1``; ``dgi (2, B, 3H)`` rows are
+    [da_r|da_z|da_n] and ``dan (2, B, H)`` = da_n, both double-buffered by step (each is read
+    by every thread's product after a barrier).
 
-    ``dGI[t]`` receives the chains' ``dgi`` at step t as in ``_backward_after_rows``.
+    ``dGI[t]`` receives the chains' ``dgi`` at step t as in ``_backward_after_tile``.
     """
     T = dy.shape[0]
     H = dh.shape[1]
-    reached = np.zeros(T, np.bool_)                               # steps a chain has stored
+    n = flags.shape[0] // PAD
+    passed = 0
+    reached = np.zeros(T, np.bool_)                     # steps an earlier chain stored
     for c in range(chains.shape[0]):
         s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
             if s == T - 1:
-                copy(dh[r], dstate_h[r])
+                copy(dh[r, j0:j1], dstate_h[r, j0:j1])
             else:
-                fill(dh[r], 0)
+                fill(dh[r, j0:j1], 0)
         for t in range(s, lo - 1, -1):
+            gi, an = dgi[passed % 2], dan[passed % 2]
             for r in range(r0, r1):
                 if inject_all or t == s:
-                    add(dh[r], dy[t, r])                          # y_t = h_t
-                _cell_backward_before_1(acts[t, r], hs[t, r], dh[r], dgi[r], dan[r])
-                fill(drh[r], 0)
-            matmul_rows(dan, W_n, drh, r0, r1, use_blas)          # d(rh) = da_n W_hn
+                    add(dh[r, j0:j1], dy[t, r, j0:j1])          # y_t = h_t
+                _cell_backward_before_1(acts[t, r], hs[t, r], dh[r], gi[r], an[r], j0, j1)
+                fill(drh[r, j0:j1], 0)
+            arrive_and_wait(flags, me, n, 2 * passed + 1)    # all of da_n is written before it is read
+            matmul_tile(an, W_n, drh, r0, r1, j0, j1, use_blas)            # d(rh) = da_n W_hn
             for r in range(r0, r1):
-                _cell_backward_before_2(acts[t, r], hs[t, r], drh[r], dh[r], dgi[r])
-                _store_or_add(dGI[t, r], dgi[r], reached[t])      # gi = x W_ih^T + b_ih
+                _cell_backward_before_2(acts[t, r], hs[t, r], drh[r], dh[r], gi[r], j0, j1)
+                store_gates(dGI[t, r], gi[r], j0, j1, 3, reached[t])        # gi = x W_ih^T + b_ih
             reached[t] = True
-            matmul_rows(dgi[:, :2 * H], W_rz, dh, r0, r1, use_blas)  # dh_{t-1} += [da_r|da_z] W_h{rz}
+            arrive_and_wait(flags, me, n, 2 * passed + 2)    # all of da_r is written before it is read
+            matmul_tile(gi[:, :2 * H], W_rz, dh, r0, r1, j0, j1, use_blas)  # dh_{t-1} += [da_r|da_z] W_h{rz}
+            passed += 1
         if lo == 0:
             for r in range(r0, r1):
-                add(dh0[r], dh[r])
+                add(dh0[r, j0:j1], dh[r, j0:j1])
 
 
 # ------------------------------------------------------------------------------------ Python
@@ -251,16 +263,14 @@ def forward(params, x, state0=None, **options):
     cache = {"x": x, "acts": acts, "hs": hs, "options": opts, "shape": (T, B, H), "dtype": dtype}
     if opts["reset_after"]:
         ghn, gh = np.empty((T, B, H), dtype), np.empty((B, 3 * H), dtype)
-        use_blas, n_chunks = bptt.plan(B, H, 3 * H, T)
-        bptt.run(_forward_after_rows, (acts, np.ascontiguousarray(W_hh.T), b_hh, hs, ghn, gh),
-                 B, use_blas, n_chunks)
+        bptt.run_tiles(_forward_after_tile, (acts, np.ascontiguousarray(W_hh.T), b_hh, hs, ghn, gh),
+                       B, H, bptt.plan_tiles(B, H, 3 * H, T, H))
         cache["ghn"] = ghn
     else:
         rh, grz, gn = np.empty((T, B, H), dtype), np.empty((B, 2 * H), dtype), np.empty((B, H), dtype)
-        use_blas, n_chunks = bptt.plan(B, H, 3 * H, T)
         args = (acts, np.ascontiguousarray(W_hh[:2 * H].T), np.ascontiguousarray(W_hh[2 * H:].T),
                 b_hh, hs, rh, grz, gn)
-        bptt.run(_forward_before_rows, args, B, use_blas, n_chunks)
+        bptt.run_tiles(_forward_before_tile, args, B, H, bptt.plan_tiles(B, H, 3 * H, T, H))
         cache["rh"] = rh
     return hs[1:], (hs[T].copy(),), cache
 
@@ -276,18 +286,18 @@ def backward(params, cache, dy, dstate=None, window=None):
     dy = np.ascontiguousarray(dy)
     hs, x = cache["hs"], cache["x"]
     dGI = np.zeros((T, B, 3 * H), dtype)
-    dgi, dh, dh0 = np.empty((B, 3 * H), dtype), np.empty((B, H), dtype), np.zeros((B, H), dtype)
-    use_blas, n_chunks = bptt.plan(B, 3 * H, H, T)
+    dh, dh0 = np.empty((B, H), dtype), np.zeros((B, H), dtype)
+    tiling = bptt.plan_tiles(B, 3 * H, H, T, H)
     if cache["options"]["reset_after"]:
-        dGH_n, dgh = np.zeros((T, B, H), dtype), np.empty((B, 3 * H), dtype)
+        dGH_n, dgi, dgh = np.zeros((T, B, H), dtype), np.empty((B, 3 * H), dtype), np.empty((2, B, 3 * H), dtype)
         args = (cache["acts"], cache["ghn"], hs, W_hh, dy, dstate_h, chains, inject_all,
                 dGI, dGH_n, dgi, dgh, dh, dh0)
-        bptt.run(_backward_after_rows, args, B, use_blas, n_chunks)
+        bptt.run_tiles(_backward_after_tile, args, B, H, tiling)
     else:
-        dan, drh = np.empty((B, H), dtype), np.empty((B, H), dtype)
+        dgi, dan, drh = np.empty((2, B, 3 * H), dtype), np.empty((2, B, H), dtype), np.empty((B, H), dtype)
         args = (cache["acts"], hs, np.ascontiguousarray(W_hh[:2 * H]), np.ascontiguousarray(W_hh[2 * H:]),
                 dy, dstate_h, chains, inject_all, dGI, dgi, dan, drh, dh, dh0)
-        bptt.run(_backward_before_rows, args, B, use_blas, n_chunks)
+        bptt.run_tiles(_backward_before_tile, args, B, H, tiling)
         dW_hh = np.concatenate([bptt.weight_gradient(dGI[:, :, :2 * H], hs[:-1]),   # a_{r,z} = … + h_prev W_h{rz}^T
                                 bptt.weight_gradient(dGI[:, :, 2 * H:], cache["rh"])])  # a_n = … + rh W_hn^T
         db_hh = dGI.sum(axis=(0, 1))

@@ -35,7 +35,7 @@ from ..checks import check_backward_call, check_forward_call, non_default_option
 from ..numpy_ref import lstm as _spec
 from . import bptt
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
-from .gemm import add, add_gate_blocks, copy, fill, matmul_rows, matmul_tile
+from .gemm import add, copy, fill, matmul_gates, matmul_rows, matmul_tile, store_gates
 from .sync import PAD, arrive_and_wait
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
@@ -58,24 +58,12 @@ def _cell_forward(z, c_prev, h, c, j0, j1):
         z[j], z[H + j], z[2 * H + j], z[3 * H + j] = i, f, g, o
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
-def _gate_product(A, M, C, r0, r1, j0, j1, n_gates, use_blas):
-    """``C[r, q·H + j] += (A[r] @ M)[q·H + j]`` for units ``j0 <= j < j1`` of each of the ``n_gates``
-    gate blocks: one product when the tile holds every unit, one per gate otherwise."""
-    H = C.shape[1] // n_gates
-    if j0 == 0 and j1 == H:
-        matmul_tile(A, M, C, r0, r1, 0, n_gates * H, use_blas)
-    else:
-        for q in range(n_gates):
-            matmul_tile(A, M, C, r0, r1, q * H + j0, q * H + j1, use_blas)
-
-
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _forward_tile(gates, WT, hs, cs, r0, r1, j0, j1, use_blas, flags, me):
     """The whole recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (no Python between steps)."""
     n = flags.shape[0] // PAD
     for t in range(gates.shape[0]):
-        _gate_product(hs[t], WT, gates[t], r0, r1, j0, j1, 4, use_blas)   # z_t = G[t] + h_{t-1} W_hh^T
+        matmul_gates(hs[t], WT, gates[t], r0, r1, j0, j1, 4, use_blas)   # z_t = G[t] + h_{t-1} W_hh^T
         for r in range(r0, r1):
             _cell_forward(gates[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r], j0, j1)
         arrive_and_wait(flags, me, n, t + 1)            # all of h_t is written before step t+1 reads it
@@ -101,19 +89,21 @@ def _cell_backward(acts, c_prev, c, dh, dc, dz, j0, j1):
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _backward_tile(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_all,
                    dZ, dz, dh, dc, dh0, dc0, r0, r1, j0, j1, use_blas, flags, me):
-    """Backward chains for rows ``r0 .. r1-1`` × units ``j0 .. j1-1``; ``dZ`` += every chain's gate gradients.
+    """Backward chains for rows ``r0 .. r1-1`` × units ``j0 .. j1-1``; ``dZ`` gets every chain's gate gradients.
 
     ``chains[n] = (s, lo)``: start at step ``s`` with ``dy[s]`` (plus ``dstate`` when
     ``s = T-1``) and run down to step ``lo``; with ``inject_all`` also add ``dy[t]`` at
     every step (full BPTT is the single chain ``(T-1, 0)``).  A chain that ends at
     step 0 adds what is left into ``dh0, dc0`` (the gradient on the initial state).
 
+    The first chain to reach step t stores into ``dZ[t]``, later ones add (``gemm.store_gates``).
     ``dz (2, B, 4H)`` is double-buffered: with unit blocks, the product at step t reads
     every thread's ``dz_t`` while a faster thread may already write ``dz_{t-1}``.
     """
     T = gates.shape[0]
     n = flags.shape[0] // PAD
     passed = 0
+    reached = np.zeros(T, np.bool_)                     # steps whose dZ an earlier chain stored
     for c in range(chains.shape[0]):
         s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
@@ -129,8 +119,9 @@ def _backward_tile(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_a
                 if inject_all or t == s:
                     add(dh[r, j0:j1], dy[t, r, j0:j1])          # y_t = h_t
                 _cell_backward(gates[t, r], cs[t, r], cs[t + 1, r], dh[r], dc[r], buf[r], j0, j1)
-                add_gate_blocks(dZ[t, r], buf[r], j0, j1, 4)
+                store_gates(dZ[t, r], buf[r], j0, j1, 4, reached[t])
                 fill(dh[r, j0:j1], 0)
+            reached[t] = True
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of dz_t is written before it is read
             matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, use_blas)    # dh_{t-1} = dz W_hh

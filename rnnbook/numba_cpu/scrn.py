@@ -93,7 +93,7 @@ def _cell_backward(h, dh, da, e, alpha, use_tanh):
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _backward_rows(hs, R, dy, dstate_h, alpha, use_tanh, chains, inject_all, dA, E, da, e, dh, dh0,
                    r0, r1, use_blas):
-    """Backward chains for rows ``r0 .. r1-1`` (``chains`` as in ``lstm._backward_rows``).
+    """Backward chains for rows ``r0 .. r1-1`` (``chains`` as in ``lstm._backward_tile``).
 
     Adds every chain's ``da_t`` into ``dA[t]`` and its running sum ``e_t`` into ``E[t]``;
     a chain that ends at step 0 adds its ``dh`` into ``dh0``.
