@@ -4,7 +4,7 @@
     python benchmarks/profile_numba.py gru 128 64 512 --reps 5
 
 Phases (see ``rnnbook/numba_cpu/bptt.py``): the input projection (one GEMM), the compiled
-recurrence forward and backward (``bptt.run``: per-step product + fused gates), the
+recurrence forward and backward (``bptt.run``/``bptt.run_tiles``: per-step product + fused gates), the
 weight/input-gradient GEMMs after the loop, and the rest (allocation, checks, sums).
 Each phase's recurrent or GEMM FLOP rate is printed against the SGEMM ceiling measured here.
 """
@@ -49,8 +49,9 @@ def timed(name, fn):
 
 
 phase = {"name": "forward"}
-orig_run = bptt.run
+orig_run, orig_run_tiles = bptt.run, bptt.run_tiles
 bptt.run = lambda *a, **k: timed(f"recurrence ({phase['name']})", orig_run)(*a, **k)
+bptt.run_tiles = lambda *a, **k: timed(f"recurrence ({phase['name']})", orig_run_tiles)(*a, **k)
 bptt.input_projection = timed("input projection GEMM", bptt.input_projection)
 bptt.weight_gradient = timed("weight-gradient GEMMs", bptt.weight_gradient)
 bptt.input_gradient = timed("input-gradient GEMM", bptt.input_gradient)

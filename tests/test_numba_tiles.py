@@ -30,19 +30,20 @@ def test_unit_bounds_cover_the_units_once(H, n):
         assert max(sizes) - min(sizes) <= 16 + H % 16
 
 
-def test_plan_tiles_chooses_rows_then_units(monkeypatch):
+def test_plan_tiles_splits_rows_unless_told(monkeypatch):
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     with bptt.strategy("blas" if bptt.gemm.HAVE_BLAS else "loops"):
         use_blas = bptt.gemm.HAVE_BLAS
         assert bptt.plan_tiles(64, 256, 1024, 128, 256) == (use_blas, 2, 1)     # enough rows: rows
-        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (use_blas, 1, 2)      # one row, H = 128: units
-        assert bptt.plan_tiles(1, 32, 128, 1024, 32) == (use_blas, 1, 1)        # too few units per thread
-        assert bptt.plan_tiles(1, 128, 512, 1, 128) == (use_blas, 1, 1)         # one step: no barrier worth it
+        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (use_blas, 1, 1)      # one row: one block
         with bptt.split("units", 3):
             assert bptt.plan_tiles(64, 256, 1024, 128, 256) == (use_blas, 1, 3)
             assert bptt.plan_tiles(1, 2, 2, 5, 2) == (use_blas, 1, 2)           # never more blocks than units
+        with bptt.split("units"):
+            assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (use_blas, 1, 2)  # one per thread
         with bptt.split("rows", 4):
             assert bptt.plan_tiles(3, 8, 8, 5, 8) == (use_blas, 3, 1)           # never more blocks than rows
+        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (use_blas, 1, 1)      # restored on exit
     with pytest.raises(ValueError, match="split must be"):
         with bptt.split("columns"):
             pass

@@ -11,6 +11,10 @@ Numba checks only the source file of each cached function, not the helpers it
 compiled in from other files (``functions.py``, ``gemm.py``); so that editing a
 helper (an exercise, say) never runs stale machine code, this package keeps a hash
 of all its sources and clears its own cache files when that hash changes.
+
+Importing it also keeps large freed blocks in the C heap for the next call
+(``memory.keep_large_blocks``): without that, every call would fault in its big
+arrays page by page.
 """
 import glob
 import hashlib
@@ -50,7 +54,9 @@ except ImportError as exc:  # pragma: no cover - numba is a project dependency
                  "(it is a dependency of rnnbook: `pip install -e .`)")
 else:
     _clear_stale_cache()
-    from . import gru, leaky, lstm, rnn, scrn
+    from . import gru, leaky, lstm, memory, rnn, scrn
+
+    memory.keep_large_blocks()
 
     CELLS = {m.NAME: m for m in (rnn, lstm, gru, scrn, leaky)}
     for _name, _module in CELLS.items():

@@ -35,7 +35,7 @@ Two choices are made per call by :func:`plan`:
 Tiles: rows *or* hidden units on the threads.  Splitting rows needs at least two
 rows per thread.  With fewer rows (a single sequence: the latency regime) the
 cells of ``rnn``, ``lstm`` and ``gru`` can split the *hidden units* instead
-(:func:`plan_tiles`, :func:`run_tiles`): thread ``k`` owns units ``j0 .. j1-1``,
+(:func:`run_tiles`, forced with :func:`split`): thread ``k`` owns units ``j0 .. j1-1``,
 computes only their columns of every gate's product (its slice of ``W_hh`` stays
 in its own core's cache, step after step) and only their state update, then
 waits at a per-step barrier (``sync.arrive_and_wait``) because the next step's
@@ -127,12 +127,6 @@ def plan(B: int, K: int, N: int, T: int) -> tuple[bool, int]:
     return use_blas, max(1, min(numba.get_num_threads(), B // MIN_ROWS_PER_THREAD))
 
 
-#: hidden units go on threads only with at least this many units per thread ...
-MIN_UNITS_PER_THREAD = 32
-#: ... and this many multiply-adds per step, so that the per-step barrier (~0.1-0.3 µs) pays
-MIN_MACS_FOR_BARRIER = 1 << 15
-
-
 class Tiling(NamedTuple):
     """How a tile kernel's work is cut: ``rows × units`` blocks, one thread each."""
     use_blas: bool
@@ -143,8 +137,13 @@ class Tiling(NamedTuple):
 def plan_tiles(B: int, K: int, N: int, T: int, H: int) -> Tiling:
     """The :class:`Tiling` for ``T`` steps of a product ``(B, K) @ (K, N)`` over ``H`` hidden units.
 
-    Rows when there are enough of them (no barrier), else hidden units when there
-    are enough of those and enough work per step, else as many row blocks as rows allow.
+    Automatically: row blocks as in :func:`plan` -- never unit blocks.  On the
+    development machine (a 2-vCPU VM) the unit split was slower at every size tried:
+    its barrier costs ~0.2 µs when both threads are on a core, but the second vCPU is
+    often not, and then a step waits tens of microseconds (LSTM B=1 H=128 forward:
+    3.6 µs/step on one thread, 4.4-38 µs/step on two unit blocks;
+    ``benchmarks/README.md``).  Where cores are dedicated it can win -- each core then
+    keeps its share of ``W_hh`` in cache -- so it stays one ``split("units")`` away.
     """
     use_blas, n_rows = plan(B, K, N, T)
     how, blocks = _split
@@ -153,9 +152,6 @@ def plan_tiles(B: int, K: int, N: int, T: int, H: int) -> Tiling:
         return Tiling(use_blas, max(1, min(B, blocks or threads)), 1)
     if how == "units":
         return Tiling(use_blas, 1, max(1, min(H, blocks or threads)))
-    if (n_rows < threads and T > 1 and H >= MIN_UNITS_PER_THREAD * threads
-            and B * K * N >= MIN_MACS_FOR_BARRIER):
-        return Tiling(use_blas, 1, threads)
     return Tiling(use_blas, n_rows, 1)
 
 

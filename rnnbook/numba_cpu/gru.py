@@ -60,13 +60,17 @@ def _cell_forward_after(g, gh, h_prev, h, ghn, j0, j1):
     """One row, units ``j0 .. j1-1``: ``g (3H)`` holds [gi_r|gi_z|gi_n] and becomes [r|z|n] there;
     ``gh (3H)`` = h_prev W_hh^T + b_hh."""
     H = h.shape[0]
-    for j in range(j0, j1):
-        r = sigmoid(g[j] + gh[j])
-        z = sigmoid(g[H + j] + gh[H + j])
-        n = tanh(g[2 * H + j] + r * gh[2 * H + j])
+    # the tile's units as views (a loop over views compiles to SIMD code; see lstm._cell_forward)
+    g_r, g_z, g_n = g[j0:j1], g[H + j0:H + j1], g[2 * H + j0:2 * H + j1]
+    gh_r, gh_z, gh_n = gh[j0:j1], gh[H + j0:H + j1], gh[2 * H + j0:2 * H + j1]
+    h_prev, h, ghn = h_prev[j0:j1], h[j0:j1], ghn[j0:j1]
+    for j in range(j1 - j0):
+        r = sigmoid(g_r[j] + gh_r[j])
+        z = sigmoid(g_z[j] + gh_z[j])
+        n = tanh(g_n[j] + r * gh_n[j])
         h[j] = (1 - z) * n + z * h_prev[j]
-        g[j], g[H + j], g[2 * H + j] = r, z, n
-        ghn[j] = gh[2 * H + j]
+        g_r[j], g_z[j], g_n[j] = r, z, n
+        ghn[j] = gh_n[j]
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
@@ -87,15 +91,19 @@ def _cell_backward_after(acts, ghn, h_prev, dh, dgi, dgh, j0, j1):
     """One row, units ``j0 .. j1-1``: ``dh`` (at h_t) becomes its direct part ``dh ⊙ z``;
     writes ``dgi``, ``dgh`` (3H each) there."""
     H = dh.shape[0]
-    for j in range(j0, j1):
-        r, z, n = acts[j], acts[H + j], acts[2 * H + j]
+    a_r, a_z, a_n = acts[j0:j1], acts[H + j0:H + j1], acts[2 * H + j0:2 * H + j1]
+    dgi_r, dgi_z, dgi_n = dgi[j0:j1], dgi[H + j0:H + j1], dgi[2 * H + j0:2 * H + j1]
+    dgh_r, dgh_z, dgh_n = dgh[j0:j1], dgh[H + j0:H + j1], dgh[2 * H + j0:2 * H + j1]
+    ghn, h_prev, dh = ghn[j0:j1], h_prev[j0:j1], dh[j0:j1]          # views, as in _cell_forward_after
+    for j in range(j1 - j0):
+        r, z, n = a_r[j], a_z[j], a_n[j]
         dn = dh[j] * (1 - z)                                  # h = (1-z) n + z h_prev
         dzj = dh[j] * (h_prev[j] - n)
         da_n = dn * dtanh_from_output(n)                      # n = tanh(a_n)
         da_z = dzj * dsigmoid_from_output(z)                  # z = σ(a_z)
         da_r = da_n * ghn[j] * dsigmoid_from_output(r)        # a_n = gi_n + r ⊙ gh_n,  r = σ(a_r)
-        dgi[j], dgi[H + j], dgi[2 * H + j] = da_r, da_z, da_n
-        dgh[j], dgh[H + j], dgh[2 * H + j] = da_r, da_z, da_n * r
+        dgi_r[j], dgi_z[j], dgi_n[j] = da_r, da_z, da_n
+        dgh_r[j], dgh_z[j], dgh_n[j] = da_r, da_z, da_n * r
         dh[j] = dh[j] * z                                     # h = … + z h_prev
 
 
@@ -145,10 +153,12 @@ def _backward_after_tile(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
 def _cell_gates_before(g, grz, h_prev, rh, j0, j1):
     """One row, units ``j0 .. j1-1``: ``g[:2H]`` [gi_r|gi_z] becomes [r|z]; ``rh = r ⊙ h_prev``."""
     H = h_prev.shape[0]
-    for j in range(j0, j1):
-        r = sigmoid(g[j] + grz[j])
-        z = sigmoid(g[H + j] + grz[H + j])
-        g[j], g[H + j] = r, z
+    g_r, g_z, grz_r, grz_z = g[j0:j1], g[H + j0:H + j1], grz[j0:j1], grz[H + j0:H + j1]
+    h_prev, rh = h_prev[j0:j1], rh[j0:j1]                  # views, as in _cell_forward_after
+    for j in range(j1 - j0):
+        r = sigmoid(g_r[j] + grz_r[j])
+        z = sigmoid(g_z[j] + grz_z[j])
+        g_r[j], g_z[j] = r, z
         rh[j] = r * h_prev[j]
 
 
@@ -157,11 +167,13 @@ def _cell_update_before(g, gn, h_prev, h, j0, j1):
     """One row, units ``j0 .. j1-1``: ``n = tanh(gi_n + gn)`` with ``gn = rh W_hn^T + b_hn``;
     ``h = (1-z) n + z h_prev``."""
     H = h.shape[0]
-    for j in range(j0, j1):
-        z = g[H + j]
-        n = tanh(g[2 * H + j] + gn[j])
+    g_z, g_n = g[H + j0:H + j1], g[2 * H + j0:2 * H + j1]
+    gn, h_prev, h = gn[j0:j1], h_prev[j0:j1], h[j0:j1]     # views, as in _cell_forward_after
+    for j in range(j1 - j0):
+        z = g_z[j]
+        n = tanh(g_n[j] + gn[j])
         h[j] = (1 - z) * n + z * h_prev[j]
-        g[2 * H + j] = n
+        g_n[j] = n
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
@@ -189,13 +201,15 @@ def _cell_backward_before_1(acts, h_prev, dh, dgi, dan, j0, j1):
     """One row, first half, units ``j0 .. j1-1``: ``da_z``, ``da_n`` into ``dgi``/``dan``;
     ``dh`` becomes ``dh ⊙ z``."""
     H = dh.shape[0]
-    for j in range(j0, j1):
-        z, n = acts[H + j], acts[2 * H + j]
+    a_z, a_n, dgi_z, dgi_n = acts[H + j0:H + j1], acts[2 * H + j0:2 * H + j1], dgi[H + j0:H + j1], dgi[2 * H + j0:2 * H + j1]
+    h_prev, dh, dan = h_prev[j0:j1], dh[j0:j1], dan[j0:j1]     # views, as in _cell_forward_after
+    for j in range(j1 - j0):
+        z, n = a_z[j], a_n[j]
         dn = dh[j] * (1 - z)                                  # h = (1-z) n + z h_prev
         dzj = dh[j] * (h_prev[j] - n)
         da_n = dn * dtanh_from_output(n)                      # n = tanh(a_n)
-        dgi[H + j] = dzj * dsigmoid_from_output(z)            # z = σ(a_z)
-        dgi[2 * H + j] = da_n
+        dgi_z[j] = dzj * dsigmoid_from_output(z)              # z = σ(a_z)
+        dgi_n[j] = da_n
         dan[j] = da_n
         dh[j] = dh[j] * z                                     # h = … + z h_prev
 
@@ -204,9 +218,10 @@ def _cell_backward_before_1(acts, h_prev, dh, dgi, dan, j0, j1):
 def _cell_backward_before_2(acts, h_prev, drh, dh, dgi, j0, j1):
     """One row, second half, units ``j0 .. j1-1``, given ``drh = da_n W_hn``: ``da_r`` into ``dgi``;
     ``dh += drh ⊙ r``."""
-    for j in range(j0, j1):
-        r = acts[j]
-        dgi[j] = drh[j] * h_prev[j] * dsigmoid_from_output(r)   # rh = r ⊙ h_prev,  r = σ(a_r)
+    a_r, dgi_r, h_prev, drh, dh = acts[j0:j1], dgi[j0:j1], h_prev[j0:j1], drh[j0:j1], dh[j0:j1]
+    for j in range(j1 - j0):
+        r = a_r[j]
+        dgi_r[j] = drh[j] * h_prev[j] * dsigmoid_from_output(r)   # rh = r ⊙ h_prev,  r = σ(a_r)
         dh[j] += drh[j] * r                                   # rh = r ⊙ h_prev
 
 

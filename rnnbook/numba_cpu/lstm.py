@@ -48,14 +48,18 @@ def _cell_forward(z, c_prev, h, c, j0, j1):
     """Gate nonlinearities and state update of one batch row, units ``j0 .. j1-1``;
     ``z (4H)`` becomes ``[i|f|g|o]`` there."""
     H = h.shape[0]
-    for j in range(j0, j1):
-        i = sigmoid(z[j])
-        f = sigmoid(z[H + j])
-        g = tanh(z[2 * H + j])
-        o = sigmoid(z[3 * H + j])
+    # the tile's units of each array, as views: a loop over views compiles to SIMD code, one
+    # indexed from j0 does not (LLVM gives up on the overlap checks between z's four blocks)
+    z_i, z_f, z_g, z_o = z[j0:j1], z[H + j0:H + j1], z[2 * H + j0:2 * H + j1], z[3 * H + j0:3 * H + j1]
+    c_prev, h, c = c_prev[j0:j1], h[j0:j1], c[j0:j1]
+    for j in range(j1 - j0):
+        i = sigmoid(z_i[j])
+        f = sigmoid(z_f[j])
+        g = tanh(z_g[j])
+        o = sigmoid(z_o[j])
         c[j] = f * c_prev[j] + i * g                   # c = f ⊙ c_prev + i ⊙ g
         h[j] = o * tanh(c[j])                          # h = o ⊙ tanh(c)
-        z[j], z[H + j], z[2 * H + j], z[3 * H + j] = i, f, g, o
+        z_i[j], z_f[j], z_g[j], z_o[j] = i, f, g, o
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
@@ -74,15 +78,18 @@ def _cell_backward(acts, c_prev, c, dh, dc, dz, j0, j1):
     """Backward of one row of one step, units ``j0 .. j1-1``: reads ``dh``, ``dc`` (at step t),
     writes ``dz``, ``dc <- dc_{t-1}``."""
     H = dh.shape[0]
-    for j in range(j0, j1):
-        i, f, g, o = acts[j], acts[H + j], acts[2 * H + j], acts[3 * H + j]
+    a_i, a_f, a_g, a_o = acts[j0:j1], acts[H + j0:H + j1], acts[2 * H + j0:2 * H + j1], acts[3 * H + j0:3 * H + j1]
+    dz_i, dz_f, dz_g, dz_o = dz[j0:j1], dz[H + j0:H + j1], dz[2 * H + j0:2 * H + j1], dz[3 * H + j0:3 * H + j1]
+    c_prev, c, dh, dc = c_prev[j0:j1], c[j0:j1], dh[j0:j1], dc[j0:j1]     # views, as in _cell_forward
+    for j in range(j1 - j0):
+        i, f, g, o = a_i[j], a_f[j], a_g[j], a_o[j]
         tc = tanh(c[j])
         do = dh[j] * tc                                     # h = o ⊙ tanh(c)
         dcj = dc[j] + dh[j] * o * dtanh_from_output(tc)     # h = o ⊙ tanh(c); c feeds t+1
-        dz[j] = dcj * g * dsigmoid_from_output(i)           # c = … + i ⊙ g,  i = σ(z_i)
-        dz[H + j] = dcj * c_prev[j] * dsigmoid_from_output(f)   # c = f ⊙ c_prev + …,  f = σ(z_f)
-        dz[2 * H + j] = dcj * i * dtanh_from_output(g)      # c = … + i ⊙ g,  g = tanh(z_g)
-        dz[3 * H + j] = do * dsigmoid_from_output(o)        # o = σ(z_o)
+        dz_i[j] = dcj * g * dsigmoid_from_output(i)         # c = … + i ⊙ g,  i = σ(z_i)
+        dz_f[j] = dcj * c_prev[j] * dsigmoid_from_output(f)     # c = f ⊙ c_prev + …,  f = σ(z_f)
+        dz_g[j] = dcj * i * dtanh_from_output(g)            # c = … + i ⊙ g,  g = tanh(z_g)
+        dz_o[j] = do * dsigmoid_from_output(o)              # o = σ(z_o)
         dc[j] = dcj * f                                     # c = f ⊙ c_prev + …
 
 

@@ -36,7 +36,8 @@ param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, 
 @njit(inline="always", **KERNEL_OPTIONS)
 def _cell_forward(a, h, use_relu, j0, j1):
     """``h = φ(a)`` for one batch row, units ``j0 .. j1-1``."""
-    for j in range(j0, j1):
+    a, h = a[j0:j1], h[j0:j1]          # the tile's units as views (see lstm._cell_forward)
+    for j in range(j1 - j0):
         h[j] = relu(a[j]) if use_relu else tanh(a[j])
 
 
@@ -54,7 +55,8 @@ def _forward_tile(pre, WT, hs, use_relu, r0, r1, j0, j1, use_blas, flags, me):
 @njit(inline="always", **KERNEL_OPTIONS)
 def _cell_backward(h, dh, da, use_relu, j0, j1):
     """``da = dh ⊙ φ'(a)`` for one row, units ``j0 .. j1-1``, ``φ'`` written through the output ``h``."""
-    for j in range(j0, j1):
+    h, dh, da = h[j0:j1], dh[j0:j1], da[j0:j1]
+    for j in range(j1 - j0):
         da[j] = dh[j] * (drelu_from_output(h[j]) if use_relu else dtanh_from_output(h[j]))
 
 

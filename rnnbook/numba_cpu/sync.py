@@ -37,7 +37,7 @@ from numba.extending import intrinsic
 #: int64 slots between two threads' counters (128 bytes)
 PAD = 16
 #: pause-spins before a waiting thread starts yielding its core
-SPINS = 200
+SPINS = 2000
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 _sched_yield = types.ExternalFunction("sched_yield", types.int32())

@@ -1,0 +1,62 @@
+r"""Why a fresh large array is slow, and how the backend keeps its arrays warm.
+
+Every call of a compiled cell allocates a few arrays of ``T·B·G·H`` numbers (the
+pre-activations and gate values, the hidden states, the gate gradients).  With
+glibc's default settings, ``malloc`` serves a block above its *mmap threshold*
+(128 KiB at start) by mapping fresh pages from the kernel, and ``free`` hands them
+straight back.  The next call maps them again, and the first write to each 4 KiB
+page is a page fault: the kernel stops the thread, finds a zeroed page and maps
+it.  On a virtual machine such a fault costs several microseconds (measured here:
+about 9 µs), so a training step of the GRU loop at ``B=32, T=64, H=64`` spent
+more time faulting than computing: 386 µs per time step against 76 µs with the
+pages kept (``benchmarks/results/interference-*.md``).
+
+NumPy's reference does not notice (its per-step arrays are small and recycled by
+``malloc`` itself) and PyTorch keeps its own caching allocator.  The Numba backend
+does the equivalent with one call at import: it raises glibc's mmap threshold, so
+large blocks come from the heap, and its trim threshold, so freed heap memory is
+kept for the next call instead of being returned to the kernel::
+
+    mallopt(M_MMAP_THRESHOLD, 32 MiB)     # blocks up to 32 MiB from the heap
+    mallopt(M_TRIM_THRESHOLD, 256 MiB)    # keep up to 256 MiB of freed heap
+
+The cost is that the process keeps up to that much freed memory mapped.  The
+setting is process-wide (it affects every ``malloc`` in the process, not only
+this backend's), so it is made only on Linux with glibc, only once, and not at
+all with ``RNNBOOK_MALLOC_TUNING=0`` in the environment.
+"""
+import ctypes
+import ctypes.util
+import os
+import sys
+
+#: glibc's ``mallopt`` parameter numbers (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+#: the values set (bytes)
+MMAP_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = 256 << 20
+
+#: what :func:`keep_large_blocks` did, for reports: "set", or why not
+STATUS = "not tried"
+
+
+def keep_large_blocks() -> str:
+    """Raise glibc's mmap and trim thresholds (see the module docstring); returns :data:`STATUS`."""
+    global STATUS
+    if STATUS == "set":
+        return STATUS
+    if os.environ.get("RNNBOOK_MALLOC_TUNING", "1") == "0":
+        STATUS = "off (RNNBOOK_MALLOC_TUNING=0)"
+    elif not sys.platform.startswith("linux"):
+        STATUS = f"not glibc ({sys.platform})"
+    else:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):
+            STATUS = "no mallopt in this C library"
+        else:
+            mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+            ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+            STATUS = "set" if ok else "mallopt refused"
+    return STATUS
