@@ -244,6 +244,19 @@ def input_gradient(dZ, W_ih):
     return (dZ.reshape(T * B, G) @ W_ih).reshape(T, B, -1)
 
 
+@numba.njit(inline="always")
+def revisits(chains, c, t):
+    """Whether an earlier chain than ``c`` has already stored its gradient at step ``t``
+    (compiled; used by the backward tile kernels).
+
+    :func:`chain_schedule` lists chains ``(s, lo)`` by increasing start ``s`` with
+    non-decreasing ``lo`` (full BPTT is the single chain ``(T-1, 0)``), so chain ``c``
+    revisits step ``t`` exactly when the chain before it started at or above ``t``.
+    The first visit stores (``gemm.store_gates``), a revisit adds.
+    """
+    return c > 0 and t <= chains[c - 1, 0]
+
+
 def windows(T: int, k: int):
     """BPTT(k) chains: for each injection step ``s``, the lowest step ``s-k+1`` its error reaches."""
     return [(s, max(s - k + 1, 0)) for s in range(T)]

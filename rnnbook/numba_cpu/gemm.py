@@ -246,11 +246,12 @@ def matmul_gates(A, M, C, r0, r1, j0, j1, n_gates, use_blas):
     """``C[r, q·H + j] += (A[r] @ M)[q·H + j]`` for units ``j0 <= j < j1`` of each of ``n_gates``
     blocks: one product when the tile holds every unit, one per gate block otherwise."""
     H = C.shape[1] // n_gates
-    if j0 == 0 and j1 == H:
-        matmul_tile(A, M, C, r0, r1, 0, n_gates * H, use_blas)
-    else:
-        for q in range(n_gates):
-            matmul_tile(A, M, C, r0, r1, q * H + j0, q * H + j1, use_blas)
+    whole = j0 == 0 and j1 == H
+    span = n_gates * H if whole else j1 - j0          # columns per product
+    for q in range(1 if whole else n_gates):
+        c0 = q * H + j0
+        # one call site: every extra call of matmul_tile costs its own compilation
+        matmul_tile(A, M, C, r0, r1, c0, c0 + span, use_blas)
 
 
 @njit(inline="always")
@@ -261,7 +262,7 @@ def copy_gates(dst, src, j0, j1, n_gates):
         copy(dst[q * H + j0:q * H + j1], src[q * H + j0:q * H + j1])
 
 
-@njit(inline="always")
+@njit
 def store_gates(dst, src, j0, j1, n_gates, accumulate):
     """``dst = src`` on the tile's units of each gate block, or ``dst += src`` with ``accumulate``.
 

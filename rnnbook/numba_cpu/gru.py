@@ -46,6 +46,7 @@ from numba import njit
 from ..checks import check_backward_call, check_forward_call
 from ..numpy_ref import gru as _spec
 from . import bptt
+from .bptt import revisits
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
 from .gemm import add, copy, copy_gates, fill, matmul_gates, matmul_tile, store_gates
 from .sync import PAD, arrive_and_wait
@@ -123,7 +124,6 @@ def _backward_after_tile(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
     H = dh.shape[1]
     n = flags.shape[0] // PAD
     passed = 0
-    reached = np.zeros(T, np.bool_)                     # steps an earlier chain stored
     for c in range(chains.shape[0]):
         s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
@@ -137,9 +137,8 @@ def _backward_after_tile(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
                 if inject_all or t == s:
                     add(dh[r, j0:j1], dy[t, r, j0:j1])          # y_t = h_t
                 _cell_backward_after(acts[t, r], ghn[t, r], hs[t, r], dh[r], dgi[r], buf[r], j0, j1)
-                store_gates(dGI[t, r], dgi[r], j0, j1, 3, reached[t])               # gi = x W_ih^T + b_ih
-                store_gates(dGH[t, r], buf[r, 2 * H:], j0, j1, 1, reached[t])       # gh_n = h_prev W_hn^T + b_hn
-            reached[t] = True
+                store_gates(dGI[t, r], dgi[r], j0, j1, 3, revisits(chains, c, t))               # gi = x W_ih^T + b_ih
+                store_gates(dGH[t, r], buf[r, 2 * H:], j0, j1, 1, revisits(chains, c, t))       # gh_n = h_prev W_hn^T + b_hn
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of dgh_t is written before it is read
             matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, use_blas)    # dh_{t-1} += dgh W_hh
@@ -238,7 +237,6 @@ def _backward_before_tile(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
     H = dh.shape[1]
     n = flags.shape[0] // PAD
     passed = 0
-    reached = np.zeros(T, np.bool_)                     # steps an earlier chain stored
     for c in range(chains.shape[0]):
         s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
@@ -257,8 +255,7 @@ def _backward_before_tile(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
             matmul_tile(an, W_n, drh, r0, r1, j0, j1, use_blas)            # d(rh) = da_n W_hn
             for r in range(r0, r1):
                 _cell_backward_before_2(acts[t, r], hs[t, r], drh[r], dh[r], gi[r], j0, j1)
-                store_gates(dGI[t, r], gi[r], j0, j1, 3, reached[t])        # gi = x W_ih^T + b_ih
-            reached[t] = True
+                store_gates(dGI[t, r], gi[r], j0, j1, 3, revisits(chains, c, t))        # gi = x W_ih^T + b_ih
             arrive_and_wait(flags, me, n, 2 * passed + 2)    # all of da_r is written before it is read
             matmul_tile(gi[:, :2 * H], W_rz, dh, r0, r1, j0, j1, use_blas)  # dh_{t-1} += [da_r|da_z] W_h{rz}
             passed += 1

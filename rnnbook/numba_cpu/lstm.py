@@ -34,6 +34,7 @@ from numba import njit
 from ..checks import check_backward_call, check_forward_call, non_default_options
 from ..numpy_ref import lstm as _spec
 from . import bptt
+from .bptt import revisits
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
 from .gemm import add, copy, fill, matmul_gates, matmul_rows, matmul_tile, store_gates
 from .sync import PAD, arrive_and_wait
@@ -110,7 +111,6 @@ def _backward_tile(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_a
     T = gates.shape[0]
     n = flags.shape[0] // PAD
     passed = 0
-    reached = np.zeros(T, np.bool_)                     # steps whose dZ an earlier chain stored
     for c in range(chains.shape[0]):
         s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
@@ -126,9 +126,8 @@ def _backward_tile(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_a
                 if inject_all or t == s:
                     add(dh[r, j0:j1], dy[t, r, j0:j1])          # y_t = h_t
                 _cell_backward(gates[t, r], cs[t, r], cs[t + 1, r], dh[r], dc[r], buf[r], j0, j1)
-                store_gates(dZ[t, r], buf[r], j0, j1, 4, reached[t])
+                store_gates(dZ[t, r], buf[r], j0, j1, 4, revisits(chains, c, t))
                 fill(dh[r, j0:j1], 0)
-            reached[t] = True
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of dz_t is written before it is read
             matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, use_blas)    # dh_{t-1} = dz W_hh

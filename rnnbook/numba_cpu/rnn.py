@@ -24,6 +24,7 @@ from numba import njit
 from ..checks import check_backward_call, check_forward_call
 from ..numpy_ref import rnn as _spec
 from . import bptt
+from .bptt import revisits
 from .functions import KERNEL_OPTIONS, drelu_from_output, dtanh_from_output, relu, tanh
 from .gemm import add, copy, fill, matmul_tile, store_gates
 from .sync import PAD, arrive_and_wait
@@ -68,7 +69,6 @@ def _backward_tile(hs, W_hh, dy, dstate_h, use_relu, chains, inject_all, dA, da,
     T = dy.shape[0]
     n = flags.shape[0] // PAD
     passed = 0
-    reached = np.zeros(T, np.bool_)                     # steps whose dA an earlier chain stored
     for c in range(chains.shape[0]):
         s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
@@ -82,9 +82,8 @@ def _backward_tile(hs, W_hh, dy, dstate_h, use_relu, chains, inject_all, dA, da,
                 if inject_all or t == s:
                     add(dh[r, j0:j1], dy[t, r, j0:j1])          # y_t = h_t
                 _cell_backward(hs[t + 1, r], dh[r], buf[r], use_relu, j0, j1)
-                store_gates(dA[t, r], buf[r], j0, j1, 1, reached[t])     # first chain stores
+                store_gates(dA[t, r], buf[r], j0, j1, 1, revisits(chains, c, t))     # first chain stores
                 fill(dh[r, j0:j1], 0)
-            reached[t] = True
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of da_t is written before it is read
             matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, use_blas)    # dh_{t-1} = da W_hh
