@@ -252,7 +252,7 @@ def revisits(chains, c, t):
     :func:`chain_schedule` lists chains ``(s, lo)`` by increasing start ``s`` with
     non-decreasing ``lo`` (full BPTT is the single chain ``(T-1, 0)``), so chain ``c``
     revisits step ``t`` exactly when the chain before it started at or above ``t``.
-    The first visit stores (``gemm.store_gates``), a revisit adds.
+    The first visit stores (``gemm.put_units``), a revisit adds.
     """
     return c > 0 and t <= chains[c - 1, 0]
 

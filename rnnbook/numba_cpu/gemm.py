@@ -255,26 +255,29 @@ def matmul_gates(A, M, C, r0, r1, j0, j1, n_gates, use_blas):
 
 
 @njit(inline="always")
-def copy_gates(dst, src, j0, j1, n_gates):
-    """``dst[q·H + j] = src[q·H + j]`` for units ``j0 <= j < j1`` of each of ``n_gates`` blocks."""
-    H = dst.shape[0] // n_gates
-    for q in range(n_gates):
-        copy(dst[q * H + j0:q * H + j1], src[q * H + j0:q * H + j1])
+def put_units(dst, src, j0, j1, n_blocks, accumulate):
+    """``dst[q·H + j] = src[q·H + j]`` (or ``+=`` with ``accumulate``) for units ``j0 <= j < j1``
+    of each of ``n_blocks`` blocks of ``H = len(dst) / n_blocks``.
 
-
-@njit
-def store_gates(dst, src, j0, j1, n_gates, accumulate):
-    """``dst = src`` on the tile's units of each gate block, or ``dst += src`` with ``accumulate``.
-
-    The backward kernels collect each step's gate gradients into a fresh ``(T, B, G·H)``
-    array.  The first chain to reach a step *stores* (only BPTT(k)'s later chains add):
-    the array's pages are first touched here, and reading them before writing costs two
-    page faults per page (map the zero page, then copy it) where a store costs one -- at
-    B=32, H=64 those faults cost more than the step's product.
+    Plain index loops, no slices: each slice costs compile time, and these run at every
+    call site of every tile kernel.  The backward kernels also use it to collect each
+    step's gate gradients into a fresh ``(T, B, G·H)`` array: the first chain to reach a
+    step *stores* (only BPTT(k)'s later chains add), because reading fresh pages before
+    writing them costs two page faults per page (map the zero page, then copy it) where a
+    store costs one -- at B=32, H=64 those faults cost more than the step's product.
     """
-    H = dst.shape[0] // n_gates
-    for q in range(n_gates):
+    H = dst.shape[0] // n_blocks
+    for q in range(n_blocks):
         if accumulate:
-            add(dst[q * H + j0:q * H + j1], src[q * H + j0:q * H + j1])
+            for j in range(q * H + j0, q * H + j1):
+                dst[j] += src[j]
         else:
-            copy(dst[q * H + j0:q * H + j1], src[q * H + j0:q * H + j1])
+            for j in range(q * H + j0, q * H + j1):
+                dst[j] = src[j]
+
+
+@njit(inline="always")
+def fill_units(dst, value, j0, j1):
+    """``dst[j] = value`` for ``j0 <= j < j1``."""
+    for j in range(j0, j1):
+        dst[j] = value

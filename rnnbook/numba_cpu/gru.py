@@ -48,7 +48,7 @@ from ..numpy_ref import gru as _spec
 from . import bptt
 from .bptt import revisits
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
-from .gemm import add, copy, copy_gates, fill, matmul_gates, matmul_tile, store_gates
+from .gemm import fill_units, matmul_gates, matmul_tile, put_units
 from .sync import PAD, arrive_and_wait
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
@@ -80,7 +80,7 @@ def _forward_after_tile(acts, WT, b_hh, hs, ghn, gh, r0, r1, j0, j1, use_blas, f
     n = flags.shape[0] // PAD
     for t in range(acts.shape[0]):
         for r in range(r0, r1):
-            copy_gates(gh[r], b_hh, j0, j1, 3)
+            put_units(gh[r], b_hh, j0, j1, 3, False)
         matmul_gates(hs[t], WT, gh, r0, r1, j0, j1, 3, use_blas)    # gh = h_{t-1} W_hh^T + b_hh
         for r in range(r0, r1):
             _cell_forward_after(acts[t, r], gh[r], hs[t, r], hs[t + 1, r], ghn[t, r], j0, j1)
@@ -117,7 +117,7 @@ def _backward_after_tile(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
     ``dGI[t] (B, 3H)`` receives the chains' ``dgi = [da_r|da_z|da_n]`` at step t, ``dGH[t] (B, H)``
     only their ``dgh_n = da_n ⊙ r`` (the r, z columns of ``dgh`` are those of ``dgi``, see the
     module docstring); the first chain to reach step t stores, any later one adds
-    (``gemm.store_gates``).  ``dgi (B, 3H)`` is per-step scratch; ``dgh (2, B, 3H)``, the
+    (``gemm.put_units``).  ``dgi (B, 3H)`` is per-step scratch; ``dgh (2, B, 3H)``, the
     operand of the product, is double-buffered as ``dz`` is in ``lstm._backward_tile``.
     """
     T = dy.shape[0]
@@ -128,23 +128,23 @@ def _backward_after_tile(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
         s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
             if s == T - 1:
-                copy(dh[r, j0:j1], dstate_h[r, j0:j1])
+                put_units(dh[r], dstate_h[r], j0, j1, 1, False)
             else:
-                fill(dh[r, j0:j1], 0)
+                fill_units(dh[r], 0, j0, j1)
         for t in range(s, lo - 1, -1):
             buf = dgh[passed % 2]
             for r in range(r0, r1):
                 if inject_all or t == s:
-                    add(dh[r, j0:j1], dy[t, r, j0:j1])          # y_t = h_t
+                    put_units(dh[r], dy[t, r], j0, j1, 1, True)          # y_t = h_t
                 _cell_backward_after(acts[t, r], ghn[t, r], hs[t, r], dh[r], dgi[r], buf[r], j0, j1)
-                store_gates(dGI[t, r], dgi[r], j0, j1, 3, revisits(chains, c, t))               # gi = x W_ih^T + b_ih
-                store_gates(dGH[t, r], buf[r, 2 * H:], j0, j1, 1, revisits(chains, c, t))       # gh_n = h_prev W_hn^T + b_hn
+                put_units(dGI[t, r], dgi[r], j0, j1, 3, revisits(chains, c, t))               # gi = x W_ih^T + b_ih
+                put_units(dGH[t, r], buf[r, 2 * H:], j0, j1, 1, revisits(chains, c, t))       # gh_n = h_prev W_hn^T + b_hn
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of dgh_t is written before it is read
             matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, use_blas)    # dh_{t-1} += dgh W_hh
         if lo == 0:
             for r in range(r0, r1):
-                add(dh0[r, j0:j1], dh[r, j0:j1])
+                put_units(dh0[r], dh[r], j0, j1, 1, True)
 
 
 # ------------------------------------------------------------------ compiled: reset before the product
@@ -183,8 +183,8 @@ def _forward_before_tile(acts, WT_rz, WT_n, b_hh, hs, rh, grz, gn, r0, r1, j0, j
     n = flags.shape[0] // PAD
     for t in range(acts.shape[0]):
         for r in range(r0, r1):
-            copy_gates(grz[r], b_hh[:2 * H], j0, j1, 2)
-            copy(gn[r, j0:j1], b_hh[2 * H + j0:2 * H + j1])
+            put_units(grz[r], b_hh[:2 * H], j0, j1, 2, False)
+            put_units(gn[r], b_hh[2 * H:], j0, j1, 1, False)
         matmul_gates(hs[t], WT_rz, grz, r0, r1, j0, j1, 2, use_blas)   # grz = h_{t-1} W_h{rz}^T + b_h{rz}
         for r in range(r0, r1):
             _cell_gates_before(acts[t, r], grz[r], hs[t, r], rh[t, r], j0, j1)
@@ -241,27 +241,27 @@ def _backward_before_tile(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
         s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
             if s == T - 1:
-                copy(dh[r, j0:j1], dstate_h[r, j0:j1])
+                put_units(dh[r], dstate_h[r], j0, j1, 1, False)
             else:
-                fill(dh[r, j0:j1], 0)
+                fill_units(dh[r], 0, j0, j1)
         for t in range(s, lo - 1, -1):
             gi, an = dgi[passed % 2], dan[passed % 2]
             for r in range(r0, r1):
                 if inject_all or t == s:
-                    add(dh[r, j0:j1], dy[t, r, j0:j1])          # y_t = h_t
+                    put_units(dh[r], dy[t, r], j0, j1, 1, True)          # y_t = h_t
                 _cell_backward_before_1(acts[t, r], hs[t, r], dh[r], gi[r], an[r], j0, j1)
-                fill(drh[r, j0:j1], 0)
+                fill_units(drh[r], 0, j0, j1)
             arrive_and_wait(flags, me, n, 2 * passed + 1)    # all of da_n is written before it is read
             matmul_tile(an, W_n, drh, r0, r1, j0, j1, use_blas)            # d(rh) = da_n W_hn
             for r in range(r0, r1):
                 _cell_backward_before_2(acts[t, r], hs[t, r], drh[r], dh[r], gi[r], j0, j1)
-                store_gates(dGI[t, r], gi[r], j0, j1, 3, revisits(chains, c, t))        # gi = x W_ih^T + b_ih
+                put_units(dGI[t, r], gi[r], j0, j1, 3, revisits(chains, c, t))        # gi = x W_ih^T + b_ih
             arrive_and_wait(flags, me, n, 2 * passed + 2)    # all of da_r is written before it is read
             matmul_tile(gi[:, :2 * H], W_rz, dh, r0, r1, j0, j1, use_blas)  # dh_{t-1} += [da_r|da_z] W_h{rz}
             passed += 1
         if lo == 0:
             for r in range(r0, r1):
-                add(dh0[r, j0:j1], dh[r, j0:j1])
+                put_units(dh0[r], dh[r], j0, j1, 1, True)
 
 
 # ------------------------------------------------------------------------------------ Python

@@ -36,7 +36,7 @@ from ..numpy_ref import lstm as _spec
 from . import bptt
 from .bptt import revisits
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
-from .gemm import add, copy, fill, matmul_gates, matmul_rows, matmul_tile, store_gates
+from .gemm import add, copy, fill, fill_units, matmul_gates, matmul_rows, matmul_tile, put_units
 from .sync import PAD, arrive_and_wait
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
@@ -104,7 +104,7 @@ def _backward_tile(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_a
     every step (full BPTT is the single chain ``(T-1, 0)``).  A chain that ends at
     step 0 adds what is left into ``dh0, dc0`` (the gradient on the initial state).
 
-    The first chain to reach step t stores into ``dZ[t]``, later ones add (``gemm.store_gates``).
+    The first chain to reach step t stores into ``dZ[t]``, later ones add (``gemm.put_units``).
     ``dz (2, B, 4H)`` is double-buffered: with unit blocks, the product at step t reads
     every thread's ``dz_t`` while a faster thread may already write ``dz_{t-1}``.
     """
@@ -115,26 +115,26 @@ def _backward_tile(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_a
         s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
             if s == T - 1:
-                copy(dh[r, j0:j1], dstate_h[r, j0:j1])
-                copy(dc[r, j0:j1], dstate_c[r, j0:j1])
+                put_units(dh[r], dstate_h[r], j0, j1, 1, False)
+                put_units(dc[r], dstate_c[r], j0, j1, 1, False)
             else:
-                fill(dh[r, j0:j1], 0)
-                fill(dc[r, j0:j1], 0)
+                fill_units(dh[r], 0, j0, j1)
+                fill_units(dc[r], 0, j0, j1)
         for t in range(s, lo - 1, -1):
             buf = dz[passed % 2]
             for r in range(r0, r1):
                 if inject_all or t == s:
-                    add(dh[r, j0:j1], dy[t, r, j0:j1])          # y_t = h_t
+                    put_units(dh[r], dy[t, r], j0, j1, 1, True)          # y_t = h_t
                 _cell_backward(gates[t, r], cs[t, r], cs[t + 1, r], dh[r], dc[r], buf[r], j0, j1)
-                store_gates(dZ[t, r], buf[r], j0, j1, 4, revisits(chains, c, t))
-                fill(dh[r, j0:j1], 0)
+                put_units(dZ[t, r], buf[r], j0, j1, 4, revisits(chains, c, t))
+                fill_units(dh[r], 0, j0, j1)
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of dz_t is written before it is read
             matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, use_blas)    # dh_{t-1} = dz W_hh
         if lo == 0:
             for r in range(r0, r1):
-                add(dh0[r, j0:j1], dh[r, j0:j1])
-                add(dc0[r, j0:j1], dc[r, j0:j1])
+                put_units(dh0[r], dh[r], j0, j1, 1, True)
+                put_units(dc0[r], dc[r], j0, j1, 1, True)
 
 
 # ------------------------------------------------------------------------------------ Python

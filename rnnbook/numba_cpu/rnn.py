@@ -26,7 +26,7 @@ from ..numpy_ref import rnn as _spec
 from . import bptt
 from .bptt import revisits
 from .functions import KERNEL_OPTIONS, drelu_from_output, dtanh_from_output, relu, tanh
-from .gemm import add, copy, fill, matmul_tile, store_gates
+from .gemm import fill_units, matmul_tile, put_units
 from .sync import PAD, arrive_and_wait
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
@@ -73,23 +73,23 @@ def _backward_tile(hs, W_hh, dy, dstate_h, use_relu, chains, inject_all, dA, da,
         s, lo = chains[c, 0], chains[c, 1]
         for r in range(r0, r1):
             if s == T - 1:
-                copy(dh[r, j0:j1], dstate_h[r, j0:j1])
+                put_units(dh[r], dstate_h[r], j0, j1, 1, False)
             else:
-                fill(dh[r, j0:j1], 0)
+                fill_units(dh[r], 0, j0, j1)
         for t in range(s, lo - 1, -1):
             buf = da[passed % 2]
             for r in range(r0, r1):
                 if inject_all or t == s:
-                    add(dh[r, j0:j1], dy[t, r, j0:j1])          # y_t = h_t
+                    put_units(dh[r], dy[t, r], j0, j1, 1, True)          # y_t = h_t
                 _cell_backward(hs[t + 1, r], dh[r], buf[r], use_relu, j0, j1)
-                store_gates(dA[t, r], buf[r], j0, j1, 1, revisits(chains, c, t))     # first chain stores
-                fill(dh[r, j0:j1], 0)
+                put_units(dA[t, r], buf[r], j0, j1, 1, revisits(chains, c, t))     # first chain stores
+                fill_units(dh[r], 0, j0, j1)
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of da_t is written before it is read
             matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, use_blas)    # dh_{t-1} = da W_hh
         if lo == 0:
             for r in range(r0, r1):
-                add(dh0[r, j0:j1], dh[r, j0:j1])
+                put_units(dh0[r], dh[r], j0, j1, 1, True)
 
 
 # ------------------------------------------------------------------------------------ Python
