@@ -50,48 +50,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cpu import make_runs  # noqa: E402  (the benchmark's contenders; cpu.py parses no arguments on import)
+
 contenders = args.contenders.split(",")
 
 
 def build(arch, T, B, D, H, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((T, B, D)).astype(np.float32)
-    dy = rng.standard_normal((T, B, H)).astype(np.float32)
-    runs = {}
-    for backend in ("numpy", "numba"):
-        if backend not in contenders:
-            continue
-        import rnnbook as rb
-        params = rb.init_params(arch, D, H, seed=seed, dtype=np.float32)
-
-        def mk(backend=backend, params=params):
-            def train():
-                y, _, cache = rb.forward(arch, params, x, backend=backend)
-                rb.backward(arch, params, cache, dy)
-
-            def fwd():
-                rb.forward(arch, params, x, backend=backend)
-            return train, fwd
-        runs[backend] = mk()
+    """``{contender: (train_fn, forward_fn)}`` for one layer: ``cpu.make_runs``, the benchmark's own."""
     if "torch" in contenders:
         import torch
         torch.set_num_threads(args.threads)
-        torch.manual_seed(seed)
-        mod = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[arch](D, H)
-        xt = torch.from_numpy(x).requires_grad_(True)
-        dyt = torch.from_numpy(dy)
-
-        def t_train():
-            xt.grad = None
-            mod.zero_grad(set_to_none=True)
-            out, _ = mod(xt)
-            out.backward(dyt)
-
-        def t_fwd():
-            with torch.no_grad():
-                mod(xt)
-        runs["torch"] = (t_train, t_fwd)
-    return runs
+    return make_runs(arch, T, B, D, H, 1, seed=seed, contenders=contenders)
 
 
 def idle_cpu(fns, windows=(0.01, 0.05, 0.2, 0.5), reps=5):
