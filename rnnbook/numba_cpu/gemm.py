@@ -1,11 +1,14 @@
 r"""The recurrent matrix product, for compiled kernels: a plain loop, or BLAS called from compiled code.
 
-Every cell spends its time in one product per step, applied to a block of batch rows::
+Every cell spends its time in one product per step, applied to a tile of batch rows
+and output columns (``matmul_tile``; ``matmul_rows`` is the tile of all columns)::
 
-    C[r, :] += A[r, :] @ M          for r in rows r0 .. r1-1
+    C[r, c0:c1] += A[r, :] @ M[:, c0:c1]      for r in rows r0 .. r1-1
     A (B, K)   M (K, N) row-major   C (B, N)
 
-(forward: ``A = h_{t-1}``, ``M = W_hh^T``; backward: ``A = dz_t``, ``M = W_hh``).  Two
+(forward: ``A = h_{t-1}``, ``M = W_hh^T``; backward: ``A = dz_t``, ``M = W_hh``; a thread
+that owns hidden units ``j0 .. j1-1`` takes those columns of each gate block,
+``matmul_gates``).  Two
 ways to compute it, chosen per call by ``use_blas``:
 
 * **loops** -- row by row, ``C[r, n] += A[r, k] · M[k, n]`` with ``n`` innermost:
