@@ -34,16 +34,20 @@ def test_plan_tiles_splits_rows_unless_told(monkeypatch):
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     with bptt.strategy("blas" if bptt.gemm.HAVE_BLAS else "loops"):
         use_blas = bptt.gemm.HAVE_BLAS
-        assert bptt.plan_tiles(64, 256, 1024, 128, 256) == (use_blas, 2, 1)     # enough rows: rows
-        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (use_blas, 1, 1)      # one row: one block
+        assert bptt.plan_tiles(32, 256, 1024, 128, 256) == (use_blas, 2, 1, False)     # enough rows: rows
+        big = bptt.plan_tiles(64, 1024, 4096, 128, 1024)                         # a large GEMM per step:
+        assert big == ((True, 1, 1, True) if use_blas else (False, 2, 1, False))  # BLAS threads it
+        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (use_blas, 1, 1, False)      # one row: one block
         with bptt.split("units", 3):
-            assert bptt.plan_tiles(64, 256, 1024, 128, 256) == (use_blas, 1, 3)
-            assert bptt.plan_tiles(1, 2, 2, 5, 2) == (use_blas, 1, 2)           # never more blocks than units
+            assert bptt.plan_tiles(64, 256, 1024, 128, 256) == (use_blas, 1, 3, False)
+            assert bptt.plan_tiles(1, 2, 2, 5, 2) == (use_blas, 1, 2, False)           # never more blocks than units
+        with bptt.split("rows"):                                                  # forced rows: no BLAS threads
+            assert bptt.plan_tiles(64, 1024, 4096, 128, 1024) == (use_blas, 2, 1, False)
         with bptt.split("units"):
-            assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (use_blas, 1, 2)  # one per thread
+            assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (use_blas, 1, 2, False)  # one per thread
         with bptt.split("rows", 4):
-            assert bptt.plan_tiles(3, 8, 8, 5, 8) == (use_blas, 3, 1)           # never more blocks than rows
-        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (use_blas, 1, 1)      # restored on exit
+            assert bptt.plan_tiles(3, 8, 8, 5, 8) == (use_blas, 3, 1, False)           # never more blocks than rows
+        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (use_blas, 1, 1, False)      # restored on exit
     with pytest.raises(ValueError, match="split must be"):
         with bptt.split("columns"):
             pass
@@ -93,3 +97,27 @@ def test_barrier_of_one_thread_is_free():
     seen = np.zeros((1, 3, 1), np.int64)
     _barrier_walk(flags, 0, 1, 3, seen, np.zeros((1, 3), np.int64))
     assert not flags.any()                                     # n = 1 never touches the counters
+
+
+@pytest.mark.parametrize("arch,opts", [("rnn", {}), ("lstm", {}), ("gru", {"reset_after": True}),
+                                       ("gru", {"reset_after": False})])
+def test_blas_threads_path_matches_the_reference(monkeypatch, arch, opts):
+    """The large-GEMM plan (one block, BLAS threads inside each product), forced at a small size."""
+    import rnnbook as rb
+    if not bptt.gemm.HAVE_BLAS:
+        pytest.skip("needs NumPy's bundled BLAS")
+    monkeypatch.setattr(bptt, "BLAS_THREADS_MIN_MACS", 0)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    rng = np.random.default_rng(11)
+    T, B, D, H = 5, 6, 4, 20
+    params = {k: v + 0.2 * rng.standard_normal(v.shape) for k, v in rb.init_params(arch, D, H, seed=3, **opts).items()}
+    x, dy = rng.standard_normal((T, B, D)), rng.standard_normal((T, B, H))
+    y0, _, c0 = rb.forward(arch, params, x, backend="numpy", **opts)
+    with bptt.strategy("blas"):
+        assert bptt.plan_tiles(B, H, H, T, H).blas_threads
+        y1, _, c1 = rb.forward(arch, params, x, backend="numba", **opts)
+        np.testing.assert_allclose(y1, y0, rtol=1e-10, atol=1e-12)
+        for window in (None, 2):
+            g0, g1 = rb.backward(arch, params, c0, dy, window=window), rb.backward(arch, params, c1, dy, window=window)
+            for k in list(params) + ["x"]:
+                np.testing.assert_allclose(g1[k], g0[k], rtol=1e-10, atol=1e-12, err_msg=f"{k} window={window}")

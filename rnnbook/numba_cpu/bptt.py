@@ -127,17 +127,29 @@ def plan(B: int, K: int, N: int, T: int) -> tuple[bool, int]:
     return use_blas, max(1, min(numba.get_num_threads(), B // MIN_ROWS_PER_THREAD))
 
 
+#: per-step multiply-adds from which one block runs all rows and BLAS threads each product
+#: instead (measured on the development machine, training step, B=64: LSTM H=1024 16.1 -> 14.7
+#: ms/step, RNN H=512 1.30 -> 0.96; at B=32 H=256, 8 M multiply-adds, it was a wash)
+BLAS_THREADS_MIN_MACS = 1 << 24
+
+
 class Tiling(NamedTuple):
-    """How a tile kernel's work is cut: ``rows × units`` blocks, one thread each."""
+    """How a tile kernel's work is cut: ``rows × units`` blocks, one thread each; with
+    ``blas_threads`` a single block whose per-step products BLAS spreads over the threads."""
     use_blas: bool
     row_blocks: int
     unit_blocks: int
+    blas_threads: bool = False
 
 
 def plan_tiles(B: int, K: int, N: int, T: int, H: int) -> Tiling:
     """The :class:`Tiling` for ``T`` steps of a product ``(B, K) @ (K, N)`` over ``H`` hidden units.
 
-    Automatically: row blocks as in :func:`plan` -- never unit blocks.  On the
+    Automatically: row blocks as in :func:`plan`, except when one step's product is a
+    large GEMM (``B·K·N >= BLAS_THREADS_MIN_MACS``): then BLAS's own threads share each
+    product over all rows, which packs ``W_hh`` once per step instead of once per row
+    block, and the hand-off per step is small against a millisecond product.  Never unit
+    blocks: on the
     development machine (a 2-vCPU VM) the unit split was slower at every size tried:
     its barrier costs ~0.2 µs when both threads are on a core, but the second vCPU is
     often not, and then a step waits tens of microseconds (LSTM B=1 H=128 forward:
@@ -152,6 +164,8 @@ def plan_tiles(B: int, K: int, N: int, T: int, H: int) -> Tiling:
         return Tiling(use_blas, max(1, min(B, blocks or threads)), 1)
     if how == "units":
         return Tiling(use_blas, 1, max(1, min(H, blocks or threads)))
+    if use_blas and threads > 1 and B * K * N >= BLAS_THREADS_MIN_MACS:
+        return Tiling(use_blas, 1, 1, True)
     return Tiling(use_blas, n_rows, 1)
 
 
@@ -178,7 +192,8 @@ def run_tiles(kernel, args, B: int, H: int, tiling: Tiling):
     flags = sync.new_flags(len(units))
     jobs = [(r0, r1, j0, j1, tiling.use_blas, flags if len(units) > 1 else sync.new_flags(1), me)
             for r0, r1 in rows for me, (j0, j1) in enumerate(units)]
-    with gemm.single_threaded_blas(), (_tile_lock if len(units) > 1 else contextlib.nullcontext()):
+    blas = contextlib.nullcontext() if tiling.blas_threads else gemm.single_threaded_blas()
+    with blas, (_tile_lock if len(units) > 1 else contextlib.nullcontext()):
         if len(jobs) == 1:
             kernel(*args, *jobs[0])
             return
