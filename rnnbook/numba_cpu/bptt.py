@@ -31,6 +31,9 @@ Two choices are made per call by :func:`plan`:
   a wake-up and a barrier every step: measured 2-8x slower, and erratic, on a
   shared 2-core machine where a descheduled thread stalls every barrier).
   The thread count is Numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``).
+  The exception is a step whose product is itself a large GEMM (the GEMM-bound
+  regime, :data:`BLAS_THREADS_MIN_MACS`): there one block runs all rows and BLAS
+  threads each product, which packs ``W_hh`` once per step instead of once per block.
 
 Tiles: rows *or* hidden units on the threads.  Splitting rows needs at least two
 rows per thread.  With fewer rows (a single sequence: the latency regime) the
