@@ -176,15 +176,15 @@ def _cell_update_before(g, gn, h_prev, h, j0, j1):
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
-def _forward_before_tile(acts, WT_rz, WT_n, b_hh, hs, rh, grz, gn, r0, r1, j0, j1, use_blas, flags, me):
+def _forward_before_tile(acts, WT_rz, WT_n, b_rz, b_n, hs, rh, grz, gn, r0, r1, j0, j1, use_blas, flags, me):
     """The recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1``: two products per step, so
-    two barriers (the second product reads all of ``rh_t``, the next step all of ``h_t``)."""
-    H = hs.shape[2]
+    two barriers (the second product reads all of ``rh_t``, the next step all of ``h_t``).
+    ``b_rz (2H)``, ``b_n (H)`` are the two parts of ``b_hh``."""
     n = flags.shape[0] // PAD
     for t in range(acts.shape[0]):
         for r in range(r0, r1):
-            put_units(grz[r], b_hh[:2 * H], j0, j1, 2, False)
-            put_units(gn[r], b_hh[2 * H:], j0, j1, 1, False)
+            put_units(grz[r], b_rz, j0, j1, 2, False)
+            put_units(gn[r], b_n, j0, j1, 1, False)
         matmul_gates(hs[t], WT_rz, grz, r0, r1, j0, j1, 2, use_blas)   # grz = h_{t-1} W_h{rz}^T + b_h{rz}
         for r in range(r0, r1):
             _cell_gates_before(acts[t, r], grz[r], hs[t, r], rh[t, r], j0, j1)
@@ -234,7 +234,6 @@ def _backward_before_tile(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
     ``dGI[t]`` receives the chains' ``dgi`` at step t as in ``_backward_after_tile``.
     """
     T = dy.shape[0]
-    H = dh.shape[1]
     n = flags.shape[0] // PAD
     passed = 0
     for c in range(chains.shape[0]):
@@ -257,7 +256,7 @@ def _backward_before_tile(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
                 _cell_backward_before_2(acts[t, r], hs[t, r], drh[r], dh[r], gi[r], j0, j1)
                 put_units(dGI[t, r], gi[r], j0, j1, 3, revisits(chains, c, t))        # gi = x W_ih^T + b_ih
             arrive_and_wait(flags, me, n, 2 * passed + 2)    # all of da_r is written before it is read
-            matmul_tile(gi[:, :2 * H], W_rz, dh, r0, r1, j0, j1, use_blas)  # dh_{t-1} += [da_r|da_z] W_h{rz}
+            matmul_tile(gi, W_rz, dh, r0, r1, j0, j1, use_blas)   # dh_{t-1} += [da_r|da_z] W_h{rz} (K = 2H: reads gi[:, :2H])
             passed += 1
         if lo == 0:
             for r in range(r0, r1):
@@ -281,7 +280,7 @@ def forward(params, x, state0=None, **options):
     else:
         rh, grz, gn = np.empty((T, B, H), dtype), np.empty((B, 2 * H), dtype), np.empty((B, H), dtype)
         args = (acts, np.ascontiguousarray(W_hh[:2 * H].T), np.ascontiguousarray(W_hh[2 * H:].T),
-                b_hh, hs, rh, grz, gn)
+                np.ascontiguousarray(b_hh[:2 * H]), np.ascontiguousarray(b_hh[2 * H:]), hs, rh, grz, gn)
         bptt.run_tiles(_forward_before_tile, args, B, H, bptt.plan_tiles(B, H, 3 * H, T, H))
         cache["rh"] = rh
     return hs[1:], (hs[T].copy(),), cache
