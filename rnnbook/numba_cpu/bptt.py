@@ -193,7 +193,7 @@ def run_tiles(kernel, args, B: int, H: int, tiling: Tiling):
     rows = [(k * B // tiling.row_blocks, (k + 1) * B // tiling.row_blocks) for k in range(tiling.row_blocks)]
     units = unit_bounds(H, tiling.unit_blocks)
     flags = sync.new_flags(len(units))
-    jobs = [(r0, r1, j0, j1, tiling.use_blas, flags if len(units) > 1 else sync.new_flags(1), me)
+    jobs = [(r0, r1, j0, j1, tiling.use_blas, flags, me)   # one unit block: the barrier is a no-op
             for r0, r1 in rows for me, (j0, j1) in enumerate(units)]
     blas = contextlib.nullcontext() if tiling.blas_threads else gemm.single_threaded_blas()
     with blas, (_tile_lock if len(units) > 1 else contextlib.nullcontext()):
