@@ -10,6 +10,7 @@ Each phase's recurrent or GEMM FLOP rate is printed against the SGEMM ceiling me
 """
 import argparse
 import os
+import resource
 import sys
 import time
 from collections import defaultdict
@@ -36,15 +37,21 @@ T, B, H = args.T, args.B, args.H
 D = args.D or H
 G = {"rnn": 1, "lstm": 4, "gru": 3}[args.cell]
 acc = defaultdict(float)
+faults = defaultdict(int)   # minor page faults per phase (a fresh page costs ~µs: see numba_cpu/memory.py)
+
+
+def minor_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def timed(name, fn):
     def wrapper(*a, **k):
-        t0 = time.perf_counter()
+        t0, f0 = time.perf_counter(), minor_faults()
         try:
             return fn(*a, **k)
         finally:
             acc[name] += time.perf_counter() - t0
+            faults[name] += minor_faults() - f0
     return wrapper
 
 
@@ -73,7 +80,10 @@ def step():
 
 step()
 acc.clear()
+faults.clear()
+f_start = minor_faults()
 total = sum(step() for _ in range(args.reps))
+f_total = minor_faults() - f_start
 a = np.random.default_rng(1).standard_normal((2048, 2048)).astype(np.float32)
 a @ a
 t0 = time.perf_counter()
@@ -86,12 +96,14 @@ flops = {"input projection GEMM": inp, "recurrence (forward)": rec, "recurrence 
          "weight-gradient GEMMs": inp + rec, "input-gradient GEMM": inp}
 print(f"{args.cell} T={T} B={B} D={D} H={H} float32, {args.threads} threads, SGEMM ceiling {sgemm:.0f} GFLOP/s, "
       f"load {os.getloadavg()[0]:.1f}")
-print(f"{'phase':<26} {'µs/step':>9} {'share':>6} {'GFLOP/s':>8}")
+print(f"{'phase':<26} {'µs/step':>9} {'share':>6} {'GFLOP/s':>8} {'faults/call':>12}")
 us_total = total / args.reps / T * 1e6
 for name, t in sorted(acc.items(), key=lambda kv: -kv[1]):
     us = t / args.reps / T * 1e6
     gf = flops.get(name, 0) / (us * 1e-6) / 1e9 if us else 0
-    print(f"{name:<26} {us:9.1f} {us / us_total:6.0%} {gf:8.1f}")
+    print(f"{name:<26} {us:9.1f} {us / us_total:6.0%} {gf:8.1f} {faults[name] / args.reps:12.0f}")
 rest = us_total - sum(acc.values()) / args.reps / T * 1e6
-print(f"{'rest (alloc, checks, sums)':<26} {rest:9.1f} {rest / us_total:6.0%}")
-print(f"{'training step':<26} {us_total:9.1f}   100% {(3 * rec + 3 * inp) / (us_total * 1e-6) / 1e9:8.1f}")
+rest_faults = (f_total - sum(faults.values())) / args.reps
+print(f"{'rest (alloc, checks, sums)':<26} {rest:9.1f} {rest / us_total:6.0%} {'':>8} {rest_faults:12.0f}")
+print(f"{'training step':<26} {us_total:9.1f}   100% {(3 * rec + 3 * inp) / (us_total * 1e-6) / 1e9:8.1f} "
+      f"{f_total / args.reps:12.0f}")

@@ -20,7 +20,7 @@ from rnnbook.numba_cpu import bptt  # noqa: E402
 CELLS = [("rnn", {"nonlinearity": "tanh"}), ("rnn", {"nonlinearity": "relu"}), ("lstm", {}),
          ("gru", {"reset_after": True}), ("gru", {"reset_after": False})]
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
-STRATEGIES = ["loops", "blas"] if numba_cpu.gemm.HAVE_BLAS else ["loops"]
+STRATEGIES = ["loops", "panels"] + (["blas"] if numba_cpu.gemm.HAVE_BLAS else [])
 #: how tile kernels put threads on the work: as planned, two row blocks, two or three unit blocks
 SPLITS = [("auto", None), ("rows", 2), ("units", 2), ("units", 3)]
 

@@ -81,8 +81,8 @@ _strategy = os.environ.get("RNNBOOK_NUMBA_STRATEGY", "auto")
 
 
 def _check_strategy(name):
-    if name not in ("auto", "loops", "blas"):
-        raise ValueError(f"strategy must be 'auto', 'loops' or 'blas', got {name!r}")
+    if name not in ("auto", "loops", "blas", "panels"):
+        raise ValueError(f"strategy must be 'auto', 'loops', 'blas' or 'panels', got {name!r}")
     if name == "blas" and not gemm.HAVE_BLAS:
         raise ValueError(f"strategy 'blas' needs NumPy's bundled BLAS, which is missing here "
                          f"({gemm.BLAS_SOURCE})")
@@ -91,7 +91,9 @@ def _check_strategy(name):
 
 @contextlib.contextmanager
 def strategy(name: str):
-    """Force the recurrent product onto ``"loops"`` or ``"blas"`` (or ``"auto"``) inside a block."""
+    """Force the recurrent product onto ``"loops"``, ``"blas"`` or ``"panels"`` (or ``"auto"``)
+    inside a block.  ``"panels"`` is for the tile kernels (rnn, lstm, gru); the row kernels
+    of the other cells have no panel path and choose loops or BLAS as under ``"auto"``."""
     global _strategy
     old, _strategy = _strategy, _check_strategy(name)
     try:
@@ -125,21 +127,29 @@ def split(how: str, blocks: int | None = None):
 def plan(B: int, K: int, N: int, T: int) -> tuple[bool, int]:
     """``(use_blas, n_chunks)`` for ``T`` steps of a recurrent product ``(B, K) @ (K, N)``."""
     use_blas = {"blas": True, "loops": False}.get(_strategy, gemm.HAVE_BLAS and B * K * N >= BLAS_MIN_MACS)
+    return use_blas, _row_blocks(B, K, N, T)
+
+
+def _row_blocks(B: int, K: int, N: int, T: int) -> int:
     if T * B * K * N < MIN_MACS_FOR_THREADS:
-        return use_blas, 1
-    return use_blas, max(1, min(numba.get_num_threads(), B // MIN_ROWS_PER_THREAD))
+        return 1
+    return max(1, min(numba.get_num_threads(), B // MIN_ROWS_PER_THREAD))
 
 
 #: per-step multiply-adds from which one block runs all rows and BLAS threads each product
 #: instead (measured on the development machine, training step, B=64: LSTM H=1024 16.1 -> 14.7
 #: ms/step, RNN H=512 1.30 -> 0.96; at B=32 H=256, 8 M multiply-adds, it was a wash)
 BLAS_THREADS_MIN_MACS = 1 << 24
+#: rows per block from which the tile kernels use the packed panels (``gemm.PANELS``) instead of
+#: BLAS; below it OpenBLAS's small-matrix kernel, which needs no packing, is as fast or faster
+PANEL_MIN_ROWS = 8
 
 
 class Tiling(NamedTuple):
     """How a tile kernel's work is cut: ``rows × units`` blocks, one thread each; with
-    ``blas_threads`` a single block whose per-step products BLAS spreads over the threads."""
-    use_blas: bool
+    ``blas_threads`` a single block whose per-step products BLAS spreads over the threads.
+    ``product``: ``gemm.LOOPS``, ``gemm.BLAS`` or ``gemm.PANELS``."""
+    product: int
     row_blocks: int
     unit_blocks: int
     blas_threads: bool = False
@@ -160,16 +170,26 @@ def plan_tiles(B: int, K: int, N: int, T: int, H: int) -> Tiling:
     ``benchmarks/README.md``).  Where cores are dedicated it can win -- each core then
     keeps its share of ``W_hh`` in cache -- so it stays one ``split("units")`` away.
     """
-    use_blas, n_rows = plan(B, K, N, T)
     how, blocks = _split
     threads = numba.get_num_threads()
     if how == "rows":
-        return Tiling(use_blas, max(1, min(B, blocks or threads)), 1)
-    if how == "units":
-        return Tiling(use_blas, 1, max(1, min(H, blocks or threads)))
-    if use_blas and threads > 1 and B * K * N >= BLAS_THREADS_MIN_MACS:
-        return Tiling(use_blas, 1, 1, True)
-    return Tiling(use_blas, n_rows, 1)
+        row_blocks, unit_blocks = max(1, min(B, blocks or threads)), 1
+    elif how == "units":
+        row_blocks, unit_blocks = 1, max(1, min(H, blocks or threads))
+    else:
+        row_blocks, unit_blocks = _row_blocks(B, K, N, T), 1
+    large = B * K * N >= BLAS_THREADS_MIN_MACS
+    if _strategy != "auto":
+        product = {"loops": gemm.LOOPS, "blas": gemm.BLAS, "panels": gemm.PANELS}[_strategy]
+    elif B * K * N < BLAS_MIN_MACS:
+        product = gemm.LOOPS
+    elif -(-B // row_blocks) >= PANEL_MIN_ROWS and not (large and gemm.HAVE_BLAS):
+        product = gemm.PANELS
+    else:
+        product = gemm.BLAS if gemm.HAVE_BLAS else gemm.LOOPS
+    if product == gemm.BLAS and how == "auto" and threads > 1 and large:
+        return Tiling(gemm.BLAS, 1, 1, True)
+    return Tiling(product, row_blocks, unit_blocks)
 
 
 def unit_bounds(H: int, n: int) -> list[tuple[int, int]]:
@@ -193,7 +213,7 @@ def run_tiles(kernel, args, B: int, H: int, tiling: Tiling):
     rows = [(k * B // tiling.row_blocks, (k + 1) * B // tiling.row_blocks) for k in range(tiling.row_blocks)]
     units = unit_bounds(H, tiling.unit_blocks)
     flags = sync.new_flags(len(units))
-    jobs = [(r0, r1, j0, j1, tiling.use_blas, flags, me)   # one unit block: the barrier is a no-op
+    jobs = [(r0, r1, j0, j1, tiling.product, flags, me)   # one unit block: the barrier is a no-op
             for r0, r1 in rows for me, (j0, j1) in enumerate(units)]
     blas = contextlib.nullcontext() if tiling.blas_threads else gemm.single_threaded_blas()
     with blas, (_tile_lock if len(units) > 1 else contextlib.nullcontext()):
@@ -237,13 +257,64 @@ def _thread_pool(n_jobs):
     return _pool
 
 
+#: multiply-adds from which a GEMM of phases 1 and 3 is split over the threads (below it one
+#: thread does it: a hand-off to the pool costs tens of microseconds)
+GEMM_MIN_MACS_FOR_THREADS = 1 << 22
+
+
+def on_threads(part, R, macs):
+    """Run ``part(r0, r1)`` over row blocks covering ``0 .. R-1``: one per thread of the backend
+    when the job (``macs`` multiply-adds) is big enough, with BLAS single-threaded inside.
+
+    Why not let OpenBLAS thread each call itself: after a threaded call its workers keep
+    spinning for about 0.1 s (its ``THREAD_TIMEOUT``), and a recurrence started in that time
+    finds one of its own threads sharing a core with a spinning worker.  Measured on the
+    development machine (LSTM B=32 H=256, two threads): after an OpenBLAS-threaded input
+    projection, the recurrence ran no faster on two row blocks than on one, and 1.8x faster
+    without it.  The pool here (that of :func:`run_tiles`) sleeps when idle.
+    """
+    n = max(1, min(numba.get_num_threads() if macs >= GEMM_MIN_MACS_FOR_THREADS else 1, R))
+    bounds = [(k * R // n, (k + 1) * R // n) for k in range(n)]
+    with gemm.single_threaded_blas():
+        others = [_thread_pool(n - 1).submit(part, *b) for b in bounds[1:]] if n > 1 else []
+        part(*bounds[0])
+        for f in others:
+            f.result()
+
+
+def matmul(A, M):
+    """``A @ M`` -> a fresh C array, ``A (R, K)``, ``M (K, N)``: the big GEMMs, rows on threads."""
+    R, N = A.shape[0], M.shape[1]
+    out = np.empty((R, N), np.result_type(A.dtype, M.dtype))
+
+    def part(r0, r1):
+        np.matmul(A[r0:r1], M, out=out[r0:r1])
+    on_threads(part, R, R * A.shape[1] * N)
+    return out
+
+
 def input_projection(x, W_ih, b):
-    """``X W_ih^T + b`` for all steps at once: ``x (T, B, D)`` -> ``(T, B, G)``, a fresh C array."""
+    """``X W_ih^T + b`` for all steps at once: ``x (T, B, D)`` -> ``(T, B, G)``, a fresh C array.
+
+    The bias is written first, on this thread, and the product is then added into it with
+    the rows on threads (``gemm.add_product_rows``).  Adding the bias after the product
+    would cost a second pass over the result (12 of 30 ms at 8192 × 1024, measured), and
+    letting the threads make the first writes would have them page-fault the fresh array
+    concurrently, which this VM serialises badly (38 ms against 20 ms this way).
+    """
     T, B, D = x.shape
-    G = np.matmul(x.reshape(T * B, D), W_ih.T).reshape(T, B, -1)
-    if b is not None:
-        G += b
-    return G
+    X = np.ascontiguousarray(x.reshape(T * B, D))
+    if b is None or not gemm.HAVE_BLAS:
+        out = matmul(X, W_ih.T)
+        if b is not None:
+            out += b
+        return out.reshape(T, B, -1)
+    dtype = np.result_type(X.dtype, W_ih.dtype, b.dtype)
+    X, W = (np.ascontiguousarray(a, dtype) for a in (X, W_ih))
+    out = np.empty((T * B, W.shape[0]), dtype)
+    out[:] = b
+    on_threads(lambda r0, r1: gemm.add_product_rows(X, W, out, r0, r1), T * B, T * B * D * W.shape[0])
+    return out.reshape(T, B, -1)
 
 
 def contiguous(params, names):
@@ -253,13 +324,13 @@ def contiguous(params, names):
 def weight_gradient(dZ, inputs):
     """``Σ_t dZ_t^T inputs_t`` as one GEMM: ``dZ (T, B, G)``, ``inputs (T, B, K)`` -> ``(G, K)``."""
     T, B, G = dZ.shape
-    return dZ.reshape(T * B, G).T @ inputs.reshape(T * B, -1)
+    return matmul(dZ.reshape(T * B, G).T, inputs.reshape(T * B, -1))
 
 
 def input_gradient(dZ, W_ih):
     """``dX_t = dZ_t W_ih`` for all steps: ``(T, B, G) @ (G, D)`` -> ``(T, B, D)``."""
     T, B, G = dZ.shape
-    return (dZ.reshape(T * B, G) @ W_ih).reshape(T, B, -1)
+    return matmul(dZ.reshape(T * B, G), W_ih).reshape(T, B, -1)
 
 
 @numba.njit(inline="always")

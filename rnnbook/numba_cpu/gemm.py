@@ -8,8 +8,9 @@ and output columns (``matmul_tile``; ``matmul_rows`` is the tile of all columns)
 
 (forward: ``A = h_{t-1}``, ``M = W_hh^T``; backward: ``A = dz_t``, ``M = W_hh``; a thread
 that owns hidden units ``j0 .. j1-1`` takes those columns of each gate block,
-``matmul_gates``).  Two
-ways to compute it, chosen per call by ``use_blas``:
+``matmul_gates``).  Three ways to compute it, chosen per call by ``product``
+(``LOOPS``, ``BLAS``, ``PANELS``; the row kernels of the other cells pass a bool,
+loops or BLAS):
 
 * **loops** -- row by row, ``C[r, n] += A[r, k] · M[k, n]`` with ``n`` innermost:
   contiguous in ``M`` and ``C``, so it compiles to SIMD multiply-adds.  No call
@@ -19,6 +20,9 @@ ways to compute it, chosen per call by ``use_blas``:
   registers and use the full vector width, so it wins once the product has any
   size.  It runs single-threaded (:func:`single_threaded_blas`): the threads go
   over blocks of batch rows instead, with no synchronisation between steps.
+* **panels** -- ``M`` packed once per sequence into column panels and a
+  register-blocked kernel per step (``panels.py``): what BLAS does inside, minus the
+  repacking of ``M`` at every call, which is most of BLAS's cost when ``B`` is small.
 
 The BLAS is the OpenBLAS that NumPy's wheels carry (``numpy.libs``); its CBLAS
 ``?gemm`` is registered with LLVM under the names ``rnnbook_sgemm`` /
@@ -37,8 +41,12 @@ from llvmlite import binding as _llvm
 from numba import cfunc, njit, types
 
 from .functions import KERNEL_OPTIONS
+from .panels import matmul_panels, pack
 
-_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS = 101, 111
+#: how ``matmul_tile`` computes a product (``product`` argument; ``bptt.plan_tiles`` chooses)
+LOOPS, BLAS, PANELS = 0, 1, 2
+
+_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS = 101, 111, 112
 
 # cblas_?gemm(order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), 64-bit integers
 _SIG = {dt: types.void(types.int32, types.int32, types.int32, types.int64, types.int64, types.int64,
@@ -171,18 +179,29 @@ def matmul_rows(A, M, C, r0, r1, use_blas):
     matmul_tile(A, M, C, r0, r1, 0, M.shape[1], use_blas)
 
 
+def operand(M, product):
+    """``M`` in the form ``matmul_tile`` reads for ``product``: packed panels for ``PANELS``
+    (once per sequence, ``panels.pack``), else ``M`` as a C-contiguous array."""
+    return pack(M) if product == PANELS else np.ascontiguousarray(M)
+
+
 @njit(**KERNEL_OPTIONS)
-def matmul_tile(A, M, C, r0, r1, c0, c1, use_blas):
+def matmul_tile(A, M, C, r0, r1, c0, c1, product):
     """``C[r, c0:c1] += A[r] @ M[:, c0:c1]`` for rows ``r0 <= r < r1``: one tile of the product.
 
     The tile is what one thread computes when the threads split the output columns
-    (the hidden units) between them instead of the rows (``bptt.plan``).
+    (the hidden units) between them instead of the rows (``bptt.plan_tiles``).
+    ``product`` is ``LOOPS``, ``BLAS`` or ``PANELS`` (then ``M`` is ``operand(M, PANELS)``,
+    the packed panels, and ``K`` is read off it); a bool means loops or BLAS.
     """
-    K = M.shape[0]
     rows, cols = r1 - r0, c1 - c0
     if rows <= 0 or cols <= 0:
         return
-    if use_blas:
+    if product == PANELS:
+        matmul_panels(A, M, C, r0, r1, c0, c1)
+        return
+    K = M.shape[0]
+    if product:
         lda, ldm, ldc = _leading_dim(A), _leading_dim(M), _leading_dim(C)
         a_ptr, m_ptr, c_ptr = _row_ptr(A, r0), M.ctypes.data, _row_ptr(C, r0)
         # A few rows against a wide M is the case OpenBLAS handles worst: above its small-matrix
@@ -221,6 +240,26 @@ def matmul_tile(A, M, C, r0, r1, c0, c1, use_blas):
                 c[n] += ak * m[n]
 
 
+@njit(cache=True, nogil=True, **KERNEL_OPTIONS)
+def add_product_rows(X, W, out, r0, r1):
+    """``out[r] += X[r] @ W^T`` for rows ``r0 <= r < r1``: one GEMM with ``beta = 1``.
+
+    ``X (R, D)``, ``W (G, D)``, ``out (R, G)``, all C-contiguous; BLAS only (``HAVE_BLAS``).
+    ``bptt.input_projection`` writes the bias into ``out`` first and adds the product into
+    it, which costs one write pass instead of a read-and-write pass after the product.
+    """
+    rows, D, G = r1 - r0, X.shape[1], W.shape[0]
+    if rows <= 0:
+        return
+    x_ptr, c_ptr = _row_ptr(X, r0), _row_ptr(out, r0)
+    if out.itemsize == 4:
+        _sgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS, rows, G, D,
+               np.float32(1.0), x_ptr, D, W.ctypes.data, D, np.float32(1.0), c_ptr, G)
+    else:
+        _dgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS, rows, G, D,
+               1.0, x_ptr, D, W.ctypes.data, D, 1.0, c_ptr, G)
+
+
 # Row helpers written as loops: array expressions (``a[:] = b``, ``a += b``) would compile
 # NumPy's broadcasting machinery into every kernel, which costs seconds of compile time.
 @njit(inline="always")
@@ -245,7 +284,7 @@ def fill(dst, value):
 # Gate blocks: a cell with G gates keeps rows of G·H values, [gate 0 | gate 1 | ...], and a
 # tile owns units j0 .. j1-1 of each block.  These run a row helper over the tile's part.
 @njit(inline="always", **KERNEL_OPTIONS)
-def matmul_gates(A, M, C, r0, r1, j0, j1, n_gates, use_blas):
+def matmul_gates(A, M, C, r0, r1, j0, j1, n_gates, product):
     """``C[r, q·H + j] += (A[r] @ M)[q·H + j]`` for units ``j0 <= j < j1`` of each of ``n_gates``
     blocks: one product when the tile holds every unit, one per gate block otherwise."""
     H = C.shape[1] // n_gates
@@ -254,7 +293,7 @@ def matmul_gates(A, M, C, r0, r1, j0, j1, n_gates, use_blas):
     for q in range(1 if whole else n_gates):
         c0 = q * H + j0
         # one call site: every extra call of matmul_tile costs its own compilation
-        matmul_tile(A, M, C, r0, r1, c0, c0 + span, use_blas)
+        matmul_tile(A, M, C, r0, r1, c0, c0 + span, product)
 
 
 @njit(inline="always")

@@ -48,7 +48,7 @@ from ..numpy_ref import gru as _spec
 from . import bptt
 from .bptt import revisits
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
-from .gemm import fill_units, matmul_gates, matmul_tile, put_units
+from .gemm import fill_units, matmul_gates, matmul_tile, operand, put_units
 from .sync import PAD, arrive_and_wait
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
@@ -75,13 +75,13 @@ def _cell_forward_after(g, gh, h_prev, h, ghn, j0, j1):
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
-def _forward_after_tile(acts, WT, b_hh, hs, ghn, gh, r0, r1, j0, j1, use_blas, flags, me):
+def _forward_after_tile(acts, WT, b_hh, hs, ghn, gh, r0, r1, j0, j1, product, flags, me):
     """The whole recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (see ``bptt.run_tiles``)."""
     n = flags.shape[0] // PAD
     for t in range(acts.shape[0]):
         for r in range(r0, r1):
             put_units(gh[r], b_hh, j0, j1, 3, False)
-        matmul_gates(hs[t], WT, gh, r0, r1, j0, j1, 3, use_blas)    # gh = h_{t-1} W_hh^T + b_hh
+        matmul_gates(hs[t], WT, gh, r0, r1, j0, j1, 3, product)    # gh = h_{t-1} W_hh^T + b_hh
         for r in range(r0, r1):
             _cell_forward_after(acts[t, r], gh[r], hs[t, r], hs[t + 1, r], ghn[t, r], j0, j1)
         arrive_and_wait(flags, me, n, t + 1)            # all of h_t is written before step t+1 reads it
@@ -110,7 +110,7 @@ def _cell_backward_after(acts, ghn, h_prev, dh, dgi, dgh, j0, j1):
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _backward_after_tile(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
-                         dGI, dGH, dgi, dgh, dh, dh0, r0, r1, j0, j1, use_blas, flags, me):
+                         dGI, dGH, dgi, dgh, dh, dh0, r0, r1, j0, j1, product, flags, me):
     """Backward chains for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (see ``lstm._backward_tile``
     for ``chains``).
 
@@ -141,7 +141,7 @@ def _backward_after_tile(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
                 put_units(dGH[t, r], buf[r, 2 * H:], j0, j1, 1, revisits(chains, c, t))       # gh_n = h_prev W_hn^T + b_hn
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of dgh_t is written before it is read
-            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, use_blas)    # dh_{t-1} += dgh W_hh
+            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, product)    # dh_{t-1} += dgh W_hh
         if lo == 0:
             for r in range(r0, r1):
                 put_units(dh0[r], dh[r], j0, j1, 1, True)
@@ -176,7 +176,7 @@ def _cell_update_before(g, gn, h_prev, h, j0, j1):
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
-def _forward_before_tile(acts, WT_rz, WT_n, b_rz, b_n, hs, rh, grz, gn, r0, r1, j0, j1, use_blas, flags, me):
+def _forward_before_tile(acts, WT_rz, WT_n, b_rz, b_n, hs, rh, grz, gn, r0, r1, j0, j1, product, flags, me):
     """The recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1``: two products per step, so
     two barriers (the second product reads all of ``rh_t``, the next step all of ``h_t``).
     ``b_rz (2H)``, ``b_n (H)`` are the two parts of ``b_hh``."""
@@ -185,11 +185,11 @@ def _forward_before_tile(acts, WT_rz, WT_n, b_rz, b_n, hs, rh, grz, gn, r0, r1, 
         for r in range(r0, r1):
             put_units(grz[r], b_rz, j0, j1, 2, False)
             put_units(gn[r], b_n, j0, j1, 1, False)
-        matmul_gates(hs[t], WT_rz, grz, r0, r1, j0, j1, 2, use_blas)   # grz = h_{t-1} W_h{rz}^T + b_h{rz}
+        matmul_gates(hs[t], WT_rz, grz, r0, r1, j0, j1, 2, product)   # grz = h_{t-1} W_h{rz}^T + b_h{rz}
         for r in range(r0, r1):
             _cell_gates_before(acts[t, r], grz[r], hs[t, r], rh[t, r], j0, j1)
         arrive_and_wait(flags, me, n, 2 * t + 1)        # all of rh_t is written before it is read
-        matmul_tile(rh[t], WT_n, gn, r0, r1, j0, j1, use_blas)         # gn = rh_t W_hn^T + b_hn
+        matmul_tile(rh[t], WT_n, gn, r0, r1, j0, j1, product)         # gn = rh_t W_hn^T + b_hn
         for r in range(r0, r1):
             _cell_update_before(acts[t, r], gn[r], hs[t, r], hs[t + 1, r], j0, j1)
         arrive_and_wait(flags, me, n, 2 * t + 2)        # all of h_t is written before step t+1 reads it
@@ -226,7 +226,7 @@ def _cell_backward_before_2(acts, h_prev, drh, dh, dgi, j0, j1):
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _backward_before_tile(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
-                          dGI, dgi, dan, drh, dh, dh0, r0, r1, j0, j1, use_blas, flags, me):
+                          dGI, dgi, dan, drh, dh, dh0, r0, r1, j0, j1, product, flags, me):
     """Backward chains for rows ``r0 .. r1-1`` × units ``j0 .. j1-1``; ``dgi (2, B, 3H)`` rows are
     [da_r|da_z|da_n] and ``dan (2, B, H)`` = da_n, both double-buffered by step (each is read
     by every thread's product after a barrier).
@@ -251,12 +251,12 @@ def _backward_before_tile(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
                 _cell_backward_before_1(acts[t, r], hs[t, r], dh[r], gi[r], an[r], j0, j1)
                 fill_units(drh[r], 0, j0, j1)
             arrive_and_wait(flags, me, n, 2 * passed + 1)    # all of da_n is written before it is read
-            matmul_tile(an, W_n, drh, r0, r1, j0, j1, use_blas)            # d(rh) = da_n W_hn
+            matmul_tile(an, W_n, drh, r0, r1, j0, j1, product)            # d(rh) = da_n W_hn
             for r in range(r0, r1):
                 _cell_backward_before_2(acts[t, r], hs[t, r], drh[r], dh[r], gi[r], j0, j1)
                 put_units(dGI[t, r], gi[r], j0, j1, 3, revisits(chains, c, t))        # gi = x W_ih^T + b_ih
             arrive_and_wait(flags, me, n, 2 * passed + 2)    # all of da_r is written before it is read
-            matmul_tile(gi, W_rz, dh, r0, r1, j0, j1, use_blas)   # dh_{t-1} += [da_r|da_z] W_h{rz} (K = 2H: reads gi[:, :2H])
+            matmul_tile(gi, W_rz, dh, r0, r1, j0, j1, product)   # dh_{t-1} += [da_r|da_z] W_h{rz} (K = 2H: reads gi[:, :2H])
             passed += 1
         if lo == 0:
             for r in range(r0, r1):
@@ -274,14 +274,16 @@ def forward(params, x, state0=None, **options):
     cache = {"x": x, "acts": acts, "hs": hs, "options": opts, "shape": (T, B, H), "dtype": dtype}
     if opts["reset_after"]:
         ghn, gh = np.empty((T, B, H), dtype), np.empty((B, 3 * H), dtype)
-        bptt.run_tiles(_forward_after_tile, (acts, np.ascontiguousarray(W_hh.T), b_hh, hs, ghn, gh),
-                       B, H, bptt.plan_tiles(B, H, 3 * H, T, H))
+        tiling = bptt.plan_tiles(B, H, 3 * H, T, H)
+        bptt.run_tiles(_forward_after_tile, (acts, operand(W_hh.T, tiling.product), b_hh, hs, ghn, gh),
+                       B, H, tiling)
         cache["ghn"] = ghn
     else:
         rh, grz, gn = np.empty((T, B, H), dtype), np.empty((B, 2 * H), dtype), np.empty((B, H), dtype)
-        args = (acts, np.ascontiguousarray(W_hh[:2 * H].T), np.ascontiguousarray(W_hh[2 * H:].T),
+        tiling = bptt.plan_tiles(B, H, 3 * H, T, H)
+        args = (acts, operand(W_hh[:2 * H].T, tiling.product), operand(W_hh[2 * H:].T, tiling.product),
                 np.ascontiguousarray(b_hh[:2 * H]), np.ascontiguousarray(b_hh[2 * H:]), hs, rh, grz, gn)
-        bptt.run_tiles(_forward_before_tile, args, B, H, bptt.plan_tiles(B, H, 3 * H, T, H))
+        bptt.run_tiles(_forward_before_tile, args, B, H, tiling)
         cache["rh"] = rh
     return hs[1:], (hs[T].copy(),), cache
 
@@ -301,12 +303,12 @@ def backward(params, cache, dy, dstate=None, window=None):
     tiling = bptt.plan_tiles(B, 3 * H, H, T, H)
     if cache["options"]["reset_after"]:
         dGH_n, dgi, dgh = np.zeros((T, B, H), dtype), np.empty((B, 3 * H), dtype), np.empty((2, B, 3 * H), dtype)
-        args = (cache["acts"], cache["ghn"], hs, W_hh, dy, dstate_h, chains, inject_all,
-                dGI, dGH_n, dgi, dgh, dh, dh0)
+        args = (cache["acts"], cache["ghn"], hs, operand(W_hh, tiling.product), dy, dstate_h, chains,
+                inject_all, dGI, dGH_n, dgi, dgh, dh, dh0)
         bptt.run_tiles(_backward_after_tile, args, B, H, tiling)
     else:
         dgi, dan, drh = np.empty((2, B, 3 * H), dtype), np.empty((2, B, H), dtype), np.empty((B, H), dtype)
-        args = (cache["acts"], hs, np.ascontiguousarray(W_hh[:2 * H]), np.ascontiguousarray(W_hh[2 * H:]),
+        args = (cache["acts"], hs, operand(W_hh[:2 * H], tiling.product), operand(W_hh[2 * H:], tiling.product),
                 dy, dstate_h, chains, inject_all, dGI, dgi, dan, drh, dh, dh0)
         bptt.run_tiles(_backward_before_tile, args, B, H, tiling)
         dW_hh = np.concatenate([bptt.weight_gradient(dGI[:, :, :2 * H], hs[:-1]),   # a_{r,z} = … + h_prev W_h{rz}^T

@@ -36,7 +36,7 @@ from ..numpy_ref import lstm as _spec
 from . import bptt
 from .bptt import revisits
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
-from .gemm import add, copy, fill, fill_units, matmul_gates, matmul_rows, matmul_tile, put_units
+from .gemm import add, copy, fill, fill_units, matmul_gates, matmul_rows, matmul_tile, operand, put_units
 from .sync import PAD, arrive_and_wait
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
@@ -64,11 +64,11 @@ def _cell_forward(z, c_prev, h, c, j0, j1):
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
-def _forward_tile(gates, WT, hs, cs, r0, r1, j0, j1, use_blas, flags, me):
+def _forward_tile(gates, WT, hs, cs, r0, r1, j0, j1, product, flags, me):
     """The whole recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (no Python between steps)."""
     n = flags.shape[0] // PAD
     for t in range(gates.shape[0]):
-        matmul_gates(hs[t], WT, gates[t], r0, r1, j0, j1, 4, use_blas)   # z_t = G[t] + h_{t-1} W_hh^T
+        matmul_gates(hs[t], WT, gates[t], r0, r1, j0, j1, 4, product)   # z_t = G[t] + h_{t-1} W_hh^T
         for r in range(r0, r1):
             _cell_forward(gates[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r], j0, j1)
         arrive_and_wait(flags, me, n, t + 1)            # all of h_t is written before step t+1 reads it
@@ -96,7 +96,7 @@ def _cell_backward(acts, c_prev, c, dh, dc, dz, j0, j1):
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _backward_tile(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_all,
-                   dZ, dz, dh, dc, dh0, dc0, r0, r1, j0, j1, use_blas, flags, me):
+                   dZ, dz, dh, dc, dh0, dc0, r0, r1, j0, j1, product, flags, me):
     """Backward chains for rows ``r0 .. r1-1`` × units ``j0 .. j1-1``; ``dZ`` gets every chain's gate gradients.
 
     ``chains[n] = (s, lo)``: start at step ``s`` with ``dy[s]`` (plus ``dstate`` when
@@ -130,7 +130,7 @@ def _backward_tile(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_a
                 fill_units(dh[r], 0, j0, j1)
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of dz_t is written before it is read
-            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, use_blas)    # dh_{t-1} = dz W_hh
+            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, product)    # dh_{t-1} = dz W_hh
         if lo == 0:
             for r in range(r0, r1):
                 put_units(dh0[r], dh[r], j0, j1, 1, True)
@@ -148,8 +148,8 @@ def forward(params, x, state0=None, **options):
     hs = np.empty((T + 1, B, H), dtype)
     cs = np.empty((T + 1, B, H), dtype)
     hs[0], cs[0] = (0, 0) if state0 is None else state0
-    bptt.run_tiles(_forward_tile, (gates, np.ascontiguousarray(W_hh.T), hs, cs),
-                   B, H, bptt.plan_tiles(B, H, 4 * H, T, H))
+    tiling = bptt.plan_tiles(B, H, 4 * H, T, H)
+    bptt.run_tiles(_forward_tile, (gates, operand(W_hh.T, tiling.product), hs, cs), B, H, tiling)
     cache = {"x": x, "gates": gates, "hs": hs, "cs": cs, "options": opts,
              "shape": (T, B, H), "dtype": dtype}
     return hs[1:], (hs[T].copy(), cs[T].copy()), cache
@@ -169,10 +169,11 @@ def backward(params, cache, dy, dstate=None, window=None):
     dZ = np.zeros((T, B, 4 * H), dtype)
     dz, dh, dc = np.empty((2, B, 4 * H), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype)
     dh0, dc0 = np.zeros((B, H), dtype), np.zeros((B, H), dtype)
-    args = (cache["gates"], cache["hs"], cache["cs"], W_hh, np.ascontiguousarray(dy),
+    tiling = bptt.plan_tiles(B, 4 * H, H, T, H)
+    args = (cache["gates"], cache["hs"], cache["cs"], operand(W_hh, tiling.product), np.ascontiguousarray(dy),
             np.ascontiguousarray(dstate[0]), np.ascontiguousarray(dstate[1]), chains, inject_all,
             dZ, dz, dh, dc, dh0, dc0)
-    bptt.run_tiles(_backward_tile, args, B, H, bptt.plan_tiles(B, 4 * H, H, T, H))
+    bptt.run_tiles(_backward_tile, args, B, H, tiling)
     hs = cache["hs"]
     return {"W_ih": bptt.weight_gradient(dZ, cache["x"]),         # z = x W_ih^T + …
             "W_hh": bptt.weight_gradient(dZ, hs[:-1]),             # z = … + h_prev W_hh^T

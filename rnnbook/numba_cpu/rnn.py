@@ -26,7 +26,7 @@ from ..numpy_ref import rnn as _spec
 from . import bptt
 from .bptt import revisits
 from .functions import KERNEL_OPTIONS, drelu_from_output, dtanh_from_output, relu, tanh
-from .gemm import fill_units, matmul_tile, put_units
+from .gemm import fill_units, matmul_tile, operand, put_units
 from .sync import PAD, arrive_and_wait
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
@@ -43,11 +43,11 @@ def _cell_forward(a, h, use_relu, j0, j1):
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
-def _forward_tile(pre, WT, hs, use_relu, r0, r1, j0, j1, use_blas, flags, me):
+def _forward_tile(pre, WT, hs, use_relu, r0, r1, j0, j1, product, flags, me):
     """The whole recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (see ``bptt.run_tiles``)."""
     n = flags.shape[0] // PAD
     for t in range(pre.shape[0]):
-        matmul_tile(hs[t], WT, pre[t], r0, r1, j0, j1, use_blas)   # a_t = G[t] + h_{t-1} W_hh^T
+        matmul_tile(hs[t], WT, pre[t], r0, r1, j0, j1, product)   # a_t = G[t] + h_{t-1} W_hh^T
         for r in range(r0, r1):
             _cell_forward(pre[t, r], hs[t + 1, r], use_relu, j0, j1)
         arrive_and_wait(flags, me, n, t + 1)            # all of h_t is written before step t+1 reads it
@@ -63,7 +63,7 @@ def _cell_backward(h, dh, da, use_relu, j0, j1):
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _backward_tile(hs, W_hh, dy, dstate_h, use_relu, chains, inject_all, dA, da, dh, dh0,
-                   r0, r1, j0, j1, use_blas, flags, me):
+                   r0, r1, j0, j1, product, flags, me):
     """Backward chains for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (see ``lstm._backward_tile``
     for ``chains`` and the double-buffered ``da (2, B, H)``)."""
     T = dy.shape[0]
@@ -86,7 +86,7 @@ def _backward_tile(hs, W_hh, dy, dstate_h, use_relu, chains, inject_all, dA, da,
                 fill_units(dh[r], 0, j0, j1)
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of da_t is written before it is read
-            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, use_blas)    # dh_{t-1} = da W_hh
+            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, product)    # dh_{t-1} = da W_hh
         if lo == 0:
             for r in range(r0, r1):
                 put_units(dh0[r], dh[r], j0, j1, 1, True)
@@ -101,8 +101,8 @@ def forward(params, x, state0=None, **options):
     hs = np.empty((T + 1, B, H), dtype)
     hs[0] = 0 if state0 is None else state0[0]
     use_relu = opts["nonlinearity"] == "relu"
-    bptt.run_tiles(_forward_tile, (pre, np.ascontiguousarray(W_hh.T), hs, use_relu),
-                   B, H, bptt.plan_tiles(B, H, H, T, H))
+    tiling = bptt.plan_tiles(B, H, H, T, H)
+    bptt.run_tiles(_forward_tile, (pre, operand(W_hh.T, tiling.product), hs, use_relu), B, H, tiling)
     cache = {"x": x, "hs": hs, "options": opts, "shape": (T, B, H), "dtype": dtype}
     return hs[1:], (hs[T].copy(),), cache
 
@@ -118,9 +118,10 @@ def backward(params, cache, dy, dstate=None, window=None):
     dA = np.zeros((T, B, H), dtype)
     da, dh, dh0 = np.empty((2, B, H), dtype), np.empty((B, H), dtype), np.zeros((B, H), dtype)
     use_relu = cache["options"]["nonlinearity"] == "relu"
-    args = (cache["hs"], W_hh, np.ascontiguousarray(dy), dstate_h, use_relu, chains, inject_all,
-            dA, da, dh, dh0)
-    bptt.run_tiles(_backward_tile, args, B, H, bptt.plan_tiles(B, H, H, T, H))
+    tiling = bptt.plan_tiles(B, H, H, T, H)
+    args = (cache["hs"], operand(W_hh, tiling.product), np.ascontiguousarray(dy), dstate_h, use_relu,
+            chains, inject_all, dA, da, dh, dh0)
+    bptt.run_tiles(_backward_tile, args, B, H, tiling)
     hs = cache["hs"]
     return {"W_ih": bptt.weight_gradient(dA, cache["x"]),          # a = x W_ih^T + …
             "W_hh": bptt.weight_gradient(dA, hs[:-1]),              # a = … + h_prev W_hh^T
