@@ -32,22 +32,34 @@ def test_unit_bounds_cover_the_units_once(H, n):
 
 def test_plan_tiles_splits_rows_unless_told(monkeypatch):
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    LOOPS, BLAS, PANELS = bptt.gemm.LOOPS, bptt.gemm.BLAS, bptt.gemm.PANELS
+    few = BLAS if bptt.gemm.HAVE_BLAS else LOOPS       # a product too small per block for panels
+    # automatic: rows on threads; panels once every block has PANEL_MIN_ROWS rows
+    assert bptt.plan_tiles(32, 256, 1024, 128, 256) == (PANELS, 2, 1)        # 2 blocks of 16 rows
+    assert bptt.plan_tiles(64, 1024, 4096, 128, 1024) == (PANELS, 2, 1)      # large products too
+    assert bptt.plan_tiles(8, 256, 1024, 256, 256) == (few, 2, 1)            # 2 blocks of 4 rows
+    assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (few, 1, 1)            # one row: one block
+    assert bptt.plan_tiles(1, 32, 128, 1024, 32) == (LOOPS, 1, 1)            # tiny product: loops
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
+    assert bptt.plan_tiles(8, 256, 1024, 256, 256) == (PANELS, 1, 1)         # one thread, 8 rows
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     with bptt.strategy("blas" if bptt.gemm.HAVE_BLAS else "loops"):
-        use_blas = bptt.gemm.HAVE_BLAS
-        assert bptt.plan_tiles(32, 256, 1024, 128, 256) == (use_blas, 2, 1, False)     # enough rows: rows
-        big = bptt.plan_tiles(64, 1024, 4096, 128, 1024)                         # a large GEMM per step:
-        assert big == ((True, 1, 1, True) if use_blas else (False, 2, 1, False))  # BLAS threads it
-        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (use_blas, 1, 1, False)      # one row: one block
+        forced = BLAS if bptt.gemm.HAVE_BLAS else LOOPS
+        assert bptt.plan_tiles(32, 256, 1024, 128, 256) == (forced, 2, 1)
+        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (forced, 1, 1)
         with bptt.split("units", 3):
-            assert bptt.plan_tiles(64, 256, 1024, 128, 256) == (use_blas, 1, 3, False)
-            assert bptt.plan_tiles(1, 2, 2, 5, 2) == (use_blas, 1, 2, False)           # never more blocks than units
-        with bptt.split("rows"):                                                  # forced rows: no BLAS threads
-            assert bptt.plan_tiles(64, 1024, 4096, 128, 1024) == (use_blas, 2, 1, False)
+            assert bptt.plan_tiles(64, 256, 1024, 128, 256) == (forced, 1, 3)
+            assert bptt.plan_tiles(1, 2, 2, 5, 2) == (forced, 1, 2)              # never more blocks than units
         with bptt.split("units"):
-            assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (use_blas, 1, 2, False)  # one per thread
+            assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (forced, 1, 2)     # one per thread
         with bptt.split("rows", 4):
-            assert bptt.plan_tiles(3, 8, 8, 5, 8) == (use_blas, 3, 1, False)           # never more blocks than rows
-        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (use_blas, 1, 1, False)      # restored on exit
+            assert bptt.plan_tiles(3, 8, 8, 5, 8) == (forced, 3, 1)              # never more blocks than rows
+        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (forced, 1, 1)         # restored on exit
+    with bptt.strategy("panels"), bptt.split("units", 2):
+        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (PANELS, 1, 2)
+    with pytest.raises(ValueError, match="strategy must be"):
+        with bptt.strategy("tiles"):
+            pass
     with pytest.raises(ValueError, match="split must be"):
         with bptt.split("columns"):
             pass
@@ -99,25 +111,45 @@ def test_barrier_of_one_thread_is_free():
     assert not flags.any()                                     # n = 1 never touches the counters
 
 
-@pytest.mark.parametrize("arch,opts", [("rnn", {}), ("lstm", {}), ("gru", {"reset_after": True}),
-                                       ("gru", {"reset_after": False})])
-def test_blas_threads_path_matches_the_reference(monkeypatch, arch, opts):
-    """The large-GEMM plan (one block, BLAS threads inside each product), forced at a small size."""
-    import rnnbook as rb
-    if not bptt.gemm.HAVE_BLAS:
-        pytest.skip("needs NumPy's bundled BLAS")
-    monkeypatch.setattr(bptt, "BLAS_THREADS_MIN_MACS", 0)
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
-    rng = np.random.default_rng(11)
-    T, B, D, H = 5, 6, 4, 20
-    params = {k: v + 0.2 * rng.standard_normal(v.shape) for k, v in rb.init_params(arch, D, H, seed=3, **opts).items()}
-    x, dy = rng.standard_normal((T, B, D)), rng.standard_normal((T, B, H))
-    y0, _, c0 = rb.forward(arch, params, x, backend="numpy", **opts)
-    with bptt.strategy("blas"):
-        assert bptt.plan_tiles(B, H, H, T, H).blas_threads
-        y1, _, c1 = rb.forward(arch, params, x, backend="numba", **opts)
-        np.testing.assert_allclose(y1, y0, rtol=1e-10, atol=1e-12)
-        for window in (None, 2):
-            g0, g1 = rb.backward(arch, params, c0, dy, window=window), rb.backward(arch, params, c1, dy, window=window)
-            for k in list(params) + ["x"]:
-                np.testing.assert_allclose(g1[k], g0[k], rtol=1e-10, atol=1e-12, err_msg=f"{k} window={window}")
+@settings(max_examples=25, deadline=None)
+@given(R=st.integers(1, 40), K=st.integers(1, 30), N=st.integers(1, 30), threads=st.integers(1, 3),
+       dtype=st.sampled_from([np.float32, np.float64]), with_bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_phase_gemms_on_threads_match_numpy(R, K, N, threads, dtype, with_bias, seed):
+    """``bptt.matmul``/``input_projection``/``weight_gradient``/``input_gradient``, rows split over
+    up to three threads (forced at any size), against NumPy in float64."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bptt, "GEMM_MIN_MACS_FOR_THREADS", 0)
+        mp.setattr(numba, "get_num_threads", lambda: threads)
+        _check_phase_gemms(R, K, N, dtype, with_bias, seed)
+
+
+def _check_phase_gemms(R, K, N, dtype, with_bias, seed):
+    rng = np.random.default_rng(seed)
+    A, M = rng.standard_normal((R, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    ref = A.astype(np.float64) @ M
+    np.testing.assert_allclose(bptt.matmul(A, M), ref, rtol=tol, atol=tol * np.abs(ref).max())
+    x = rng.standard_normal((R, 2, K)).astype(dtype)           # (T, B, D) with T = R, B = 2
+    W, b = rng.standard_normal((N, K)).astype(dtype), rng.standard_normal(N).astype(dtype)
+    got = bptt.input_projection(x, W, b if with_bias else None)
+    ref = x.astype(np.float64) @ W.T.astype(np.float64) + (b if with_bias else 0)
+    assert got.shape == (R, 2, N) and got.dtype == dtype and got.flags.c_contiguous
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())
+    dZ = rng.standard_normal((R, 2, N)).astype(dtype)
+    ref = np.einsum("tbg,tbk->gk", dZ.astype(np.float64), x.astype(np.float64))
+    np.testing.assert_allclose(bptt.weight_gradient(dZ, x), ref, rtol=tol, atol=tol * np.abs(ref).max())
+    ref = dZ.astype(np.float64) @ W.astype(np.float64)
+    np.testing.assert_allclose(bptt.input_gradient(dZ, W), ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+def test_phase_gemms_leave_blas_threads_as_they_were():
+    """``on_threads`` runs BLAS single-threaded inside and restores the process's setting."""
+    if bptt.gemm._threads is None:
+        pytest.skip("no OpenBLAS thread control here")
+    get, put = bptt.gemm._threads
+    old = get()
+    seen = []
+    bptt.on_threads(lambda r0, r1: seen.append((r0, r1, get())), 10, 1 << 30)
+    assert get() == old
+    assert all(n == 1 for _, _, n in seen)
+    assert sorted((r0, r1) for r0, r1, _ in seen)[0][0] == 0 and max(r1 for _, r1, _ in seen) == 10

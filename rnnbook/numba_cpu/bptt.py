@@ -18,22 +18,27 @@ hidden states live in one array ``hs (T+1, B, H)`` with ``hs[0] = h_0`` and
 ``hs[t+1] = h_t``, so ``hs[:-1]`` is the ``H_prev`` of the weight gradient and
 ``hs[1:]`` is the output ``y``.
 
-Two choices are made per call by :func:`plan`:
+Two choices are made per call, by :func:`plan_tiles` for the cells with tile kernels
+(``rnn``, ``lstm``, ``gru``) and by :func:`plan` for the row kernels of the others:
 
-* ``use_blas``: compute the recurrent product with BLAS (``gemm.matmul_rows``)
-  or with the compiled loop;
-* ``n_chunks``: batch rows are independent through the whole recurrence (only the
-  weight gradients mix them, and those are GEMMs after the loop), so the loop
-  kernel can run ``n_chunks`` blocks of rows on separate threads with *no
-  synchronisation between steps* (:func:`run`).  That pays when there are at
+* how to compute the recurrent product (``gemm.matmul_tile``): plain compiled
+  loops for tiny products, BLAS, or -- tile kernels only, from
+  :data:`PANEL_MIN_ROWS` rows per thread -- the register-blocked kernel on
+  ``W_hh`` packed once per sequence (``panels.py``);
+* how many blocks of batch rows run on separate threads.  Batch rows are
+  independent through the whole recurrence (only the weight gradients mix them,
+  and those are GEMMs after the loop), so the blocks need *no synchronisation
+  between steps* (:func:`run_tiles`, :func:`run`).  That pays when there are at
   least two rows per thread and enough work to cover one hand-off; each block
   calls BLAS single-threaded (threading *inside* a small per-step GEMM would pay
   a wake-up and a barrier every step: measured 2-8x slower, and erratic, on a
   shared 2-core machine where a descheduled thread stalls every barrier).
   The thread count is Numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``).
-  The exception is a step whose product is itself a large GEMM (the GEMM-bound
-  regime, :data:`BLAS_THREADS_MIN_MACS`): there one block runs all rows and BLAS
-  threads each product, which packs ``W_hh`` once per step instead of once per block.
+
+The GEMMs of phases 1 and 3 run on the same threads (:func:`on_threads`): rows of
+the product split over them, each part a single-threaded BLAS call.  OpenBLAS's own
+threads would do the same work as fast, but keep spinning for about 0.1 s after
+each call, on the core that the recurrence's second row block needs next.
 
 Tiles: rows *or* hidden units on the threads.  Splitting rows needs at least two
 rows per thread.  With fewer rows (a single sequence: the latency regime) the
@@ -42,7 +47,7 @@ cells of ``rnn``, ``lstm`` and ``gru`` can split the *hidden units* instead
 computes only their columns of every gate's product (its slice of ``W_hh`` stays
 in its own core's cache, step after step) and only their state update, then
 waits at a per-step barrier (``sync.arrive_and_wait``) because the next step's
-product reads all of ``h_t``.  A *tile kernel* takes ``(r0, r1, j0, j1, use_blas,
+product reads all of ``h_t``.  A *tile kernel* takes ``(r0, r1, j0, j1, product,
 flags, me)``: rows ``r0 .. r1-1`` by units ``j0 .. j1-1``, the barrier's counters
 and its own thread number; with a single unit block the barrier is a no-op and the
 kernel is the row kernel it replaces.
@@ -131,38 +136,37 @@ def plan(B: int, K: int, N: int, T: int) -> tuple[bool, int]:
 
 
 def _row_blocks(B: int, K: int, N: int, T: int) -> int:
+    """Blocks of batch rows on threads: one per thread, at least ``MIN_ROWS_PER_THREAD`` rows
+    each, and only when the sequence has ``MIN_MACS_FOR_THREADS`` of work to pay the hand-off."""
     if T * B * K * N < MIN_MACS_FOR_THREADS:
         return 1
     return max(1, min(numba.get_num_threads(), B // MIN_ROWS_PER_THREAD))
 
 
-#: per-step multiply-adds from which one block runs all rows and BLAS threads each product
-#: instead (measured on the development machine, training step, B=64: LSTM H=1024 16.1 -> 14.7
-#: ms/step, RNN H=512 1.30 -> 0.96; at B=32 H=256, 8 M multiply-adds, it was a wash)
-BLAS_THREADS_MIN_MACS = 1 << 24
-#: rows per block from which the tile kernels use the packed panels (``gemm.PANELS``) instead of
-#: BLAS; below it OpenBLAS's small-matrix kernel, which needs no packing, is as fast or faster
+#: rows per block from which the tile kernels use the packed panels (``gemm.PANELS``) instead
+#: of BLAS.  Measured on the development machine (training step, two threads, float32), panels
+#: against BLAS: LSTM B=32 H=256 467 vs 578 µs/step, GRU B=64 H=512 2.53 vs 2.93 ms/step (and
+#: vs 3.97 ms/step for one block with BLAS threading each step's product, the plan this
+#: replaced); at B=8 two blocks of 4 rows on BLAS beat one block of 8 on panels (LSTM H=256
+#: 129 vs 151 µs/step): OpenBLAS's small-matrix kernel needs no packing, and a panel block
+#: of ``panels.ROWS`` rows would compute 4 rows for nothing.
 PANEL_MIN_ROWS = 8
 
 
 class Tiling(NamedTuple):
-    """How a tile kernel's work is cut: ``rows × units`` blocks, one thread each; with
-    ``blas_threads`` a single block whose per-step products BLAS spreads over the threads.
-    ``product``: ``gemm.LOOPS``, ``gemm.BLAS`` or ``gemm.PANELS``."""
+    """How a tile kernel's work is cut: ``rows × units`` blocks, one thread each, and how each
+    block computes its product (``gemm.LOOPS``, ``gemm.BLAS`` or ``gemm.PANELS``)."""
     product: int
     row_blocks: int
     unit_blocks: int
-    blas_threads: bool = False
 
 
 def plan_tiles(B: int, K: int, N: int, T: int, H: int) -> Tiling:
     """The :class:`Tiling` for ``T`` steps of a product ``(B, K) @ (K, N)`` over ``H`` hidden units.
 
-    Automatically: row blocks as in :func:`plan`, except when one step's product is a
-    large GEMM (``B·K·N >= BLAS_THREADS_MIN_MACS``): then BLAS's own threads share each
-    product over all rows, which packs ``W_hh`` once per step instead of once per row
-    block, and the hand-off per step is small against a millisecond product.  Never unit
-    blocks: on the
+    Automatically: row blocks as in :func:`plan`; the product on plain loops below
+    :data:`BLAS_MIN_MACS`, else on packed panels when every block has at least
+    :data:`PANEL_MIN_ROWS` rows, else on BLAS.  Never unit blocks: on the
     development machine (a 2-vCPU VM) the unit split was slower at every size tried:
     its barrier costs ~0.2 µs when both threads are on a core, but the second vCPU is
     often not, and then a step waits tens of microseconds (LSTM B=1 H=128 forward:
@@ -171,24 +175,20 @@ def plan_tiles(B: int, K: int, N: int, T: int, H: int) -> Tiling:
     keeps its share of ``W_hh`` in cache -- so it stays one ``split("units")`` away.
     """
     how, blocks = _split
-    threads = numba.get_num_threads()
     if how == "rows":
-        row_blocks, unit_blocks = max(1, min(B, blocks or threads)), 1
+        row_blocks, unit_blocks = max(1, min(B, blocks or numba.get_num_threads())), 1
     elif how == "units":
-        row_blocks, unit_blocks = 1, max(1, min(H, blocks or threads))
+        row_blocks, unit_blocks = 1, max(1, min(H, blocks or numba.get_num_threads()))
     else:
         row_blocks, unit_blocks = _row_blocks(B, K, N, T), 1
-    large = B * K * N >= BLAS_THREADS_MIN_MACS
     if _strategy != "auto":
         product = {"loops": gemm.LOOPS, "blas": gemm.BLAS, "panels": gemm.PANELS}[_strategy]
     elif B * K * N < BLAS_MIN_MACS:
         product = gemm.LOOPS
-    elif -(-B // row_blocks) >= PANEL_MIN_ROWS and not (large and gemm.HAVE_BLAS):
+    elif B // row_blocks >= PANEL_MIN_ROWS:
         product = gemm.PANELS
     else:
         product = gemm.BLAS if gemm.HAVE_BLAS else gemm.LOOPS
-    if product == gemm.BLAS and how == "auto" and threads > 1 and large:
-        return Tiling(gemm.BLAS, 1, 1, True)
     return Tiling(product, row_blocks, unit_blocks)
 
 
@@ -204,7 +204,7 @@ _tile_lock = threading.Lock()
 
 
 def run_tiles(kernel, args, B: int, H: int, tiling: Tiling):
-    """Run a tile kernel ``kernel(*args, r0, r1, j0, j1, use_blas, flags, me)`` over ``B × H``.
+    """Run a tile kernel ``kernel(*args, r0, r1, j0, j1, product, flags, me)`` over ``B × H``.
 
     Row blocks run independently (as in :func:`run`); unit blocks share one barrier,
     so all of them must be running at once: the pool has a thread for each, and a
@@ -215,8 +215,7 @@ def run_tiles(kernel, args, B: int, H: int, tiling: Tiling):
     flags = sync.new_flags(len(units))
     jobs = [(r0, r1, j0, j1, tiling.product, flags, me)   # one unit block: the barrier is a no-op
             for r0, r1 in rows for me, (j0, j1) in enumerate(units)]
-    blas = contextlib.nullcontext() if tiling.blas_threads else gemm.single_threaded_blas()
-    with blas, (_tile_lock if len(units) > 1 else contextlib.nullcontext()):
+    with gemm.single_threaded_blas(), (_tile_lock if len(units) > 1 else contextlib.nullcontext()):
         if len(jobs) == 1:
             kernel(*args, *jobs[0])
             return

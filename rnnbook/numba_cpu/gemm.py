@@ -240,24 +240,38 @@ def matmul_tile(A, M, C, r0, r1, c0, c1, product):
                 c[n] += ak * m[n]
 
 
-@njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def add_product_rows(X, W, out, r0, r1):
-    """``out[r] += X[r] @ W^T`` for rows ``r0 <= r < r1``: one GEMM with ``beta = 1``.
+    """``out[r] += X[r] @ W^T`` for rows ``r0 <= r < r1``: one BLAS GEMM with ``beta = 1``.
 
-    ``X (R, D)``, ``W (G, D)``, ``out (R, G)``, all C-contiguous; BLAS only (``HAVE_BLAS``).
-    ``bptt.input_projection`` writes the bias into ``out`` first and adds the product into
-    it, which costs one write pass instead of a read-and-write pass after the product.
+    ``X (R, D)``, ``W (G, D)``, ``out (R, G)``: C-contiguous, one dtype (float32 or float64);
+    needs ``HAVE_BLAS``.  ``bptt.input_projection`` writes the bias into ``out`` first and adds
+    the product into it, which costs one write pass instead of a read-and-write pass after
+    the product.  Called from Python through ctypes, which lets go of the GIL for the call, so
+    threads run their rows at the same time (and nothing here needs compiling).
     """
     rows, D, G = r1 - r0, X.shape[1], W.shape[0]
     if rows <= 0:
         return
-    x_ptr, c_ptr = _row_ptr(X, r0), _row_ptr(out, r0)
-    if out.itemsize == 4:
-        _sgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS, rows, G, D,
-               np.float32(1.0), x_ptr, D, W.ctypes.data, D, np.float32(1.0), c_ptr, G)
-    else:
-        _dgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS, rows, G, D,
-               1.0, x_ptr, D, W.ctypes.data, D, 1.0, c_ptr, G)
+    fn, scalar = _ctypes_gemm[out.dtype.char]
+    fn(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS, rows, G, D, scalar(1.0),
+       X.ctypes.data + r0 * X.strides[0], D, W.ctypes.data, D, scalar(1.0),
+       out.ctypes.data + r0 * out.strides[0], G)
+
+
+def _ctypes_gemms():
+    """``{"f": (sgemm, c_float), "d": (dgemm, c_double)}`` through ctypes, or ``{}`` without BLAS."""
+    if not HAVE_BLAS:
+        return {}
+    i32, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
+    out = {}
+    for char, dt, scalar in (("f", "s", ctypes.c_float), ("d", "d", ctypes.c_double)):
+        fn = ctypes.CFUNCTYPE(None, i32, i32, i32, i64, i64, i64, scalar, ptr, i64, ptr, i64,
+                              scalar, ptr, i64)(_found[1][dt])
+        out[char] = (fn, scalar)
+    return out
+
+
+_ctypes_gemm = _ctypes_gemms()
 
 
 # Row helpers written as loops: array expressions (``a[:] = b``, ``a += b``) would compile

@@ -1,0 +1,119 @@
+"""The packed-panel product of the Numba backend (``numba_cpu/panels.py``).
+
+The layout of ``pack``, and ``gemm.matmul_tile(..., PANELS)`` against a float64 product
+on random tiles: any rows ``r0 .. r1-1`` (not a multiple of the kernel's rows), any
+columns ``c0 .. c1-1`` (not on panel edges), ``A`` wider than ``K`` and with a row
+stride, and nothing outside the tile touched.  The host's vector width is what the
+backend uses; a subprocess repeats the check with the narrower AVX2 and SSE shapes.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+pytest.importorskip("numba")
+from rnnbook.numba_cpu import gemm, panels  # noqa: E402
+
+TOL = {np.float32: 2e-6, np.float64: 1e-13}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pack_layout(dtype):
+    rng = np.random.default_rng(5)
+    nr = panels.panel_width(dtype)
+    K, N = 7, 2 * nr + 3
+    M = rng.standard_normal((K, N)).astype(dtype)
+    P = panels.pack(M)
+    assert P.shape == (3, K * nr) and P.dtype == dtype and P.flags.c_contiguous
+    for p in range(3):
+        for k in range(K):
+            row = P[p, k * nr:(k + 1) * nr]
+            width = min(nr, N - p * nr)
+            np.testing.assert_array_equal(row[:width], M[k, p * nr:p * nr + width])
+            assert not row[width:].any()                               # zero padding
+    assert panels.panel_width(dtype) == panels.VECTORS * panels.VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+def check_tile(B, K, N, r0, r1, c0, c1, extra, dtype, seed):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((B, K + extra)).astype(dtype)[:, :K] if extra else rng.standard_normal((B, K)).astype(dtype)
+    M = rng.standard_normal((K, N)).astype(dtype)
+    C = rng.standard_normal((B, N)).astype(dtype)
+    before = C.copy()
+    gemm.matmul_tile(A, gemm.operand(M, gemm.PANELS), C, r0, r1, c0, c1, gemm.PANELS)
+    ref = before.astype(np.float64)
+    ref[r0:r1, c0:c1] += A[r0:r1].astype(np.float64) @ M[:, c0:c1].astype(np.float64)
+    scale = max(1.0, np.abs(ref).max()) * np.sqrt(K)
+    np.testing.assert_allclose(C, ref, rtol=0, atol=TOL[dtype] * scale)
+    outside = np.ones((B, N), bool)
+    outside[r0:r1, c0:c1] = False
+    np.testing.assert_array_equal(C[outside], before[outside])       # untouched, bit for bit
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), B=st.integers(1, 21), K=st.integers(1, 70), N=st.integers(1, 100),
+       extra=st.integers(0, 3), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_panel_product_on_random_tiles(data, B, K, N, extra, dtype, seed):
+    r0 = data.draw(st.integers(0, B - 1))
+    r1 = data.draw(st.integers(r0 + 1, B))
+    c0 = data.draw(st.integers(0, N - 1))
+    c1 = data.draw(st.integers(c0 + 1, N))
+    check_tile(B, K, N, r0, r1, c0, c1, extra, dtype, seed)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_panel_product_fixed_shapes(dtype):
+    rows = panels.ROWS
+    N = 4 * panels.panel_width(dtype) + 5
+    check_tile(2 * rows + 3, 129, N, 1, 2 * rows + 2, 3, N - 2, 2, dtype, 1)
+    check_tile(1, 1, 1, 0, 1, 0, 1, 0, dtype, 2)                       # the smallest product
+    check_tile(rows, 64, 256, 0, rows, 0, 256, 0, dtype, 3)            # whole panels, whole blocks
+    check_tile(5, 3, 40, 0, 5, 16, 32, 0, dtype, 4)                     # one unit block of a gate
+    check_tile(4, 6, 9, 2, 2, 0, 9, 0, dtype, 5)                        # empty row range: no-op
+
+
+def test_operand_is_the_matrix_unless_panels():
+    M = np.arange(12.0).reshape(3, 4).T                                 # not C-contiguous
+    for product in (gemm.LOOPS, gemm.BLAS):
+        got = gemm.operand(M, product)
+        assert got.flags.c_contiguous and np.array_equal(got, M)
+    np.testing.assert_array_equal(gemm.operand(M, gemm.PANELS), panels.pack(M))
+
+
+_NARROW = r"""
+import numpy as np
+from rnnbook.numba_cpu import gemm, panels
+assert panels.VECTOR_BYTES == {bytes}, panels.VECTOR_BYTES
+rng = np.random.default_rng(0)
+for dtype in (np.float32, np.float64):
+    for B, K, N, r0, r1, c0, c1 in [(13, 37, 45, 0, 13, 0, 45), (9, 5, 70, 2, 9, 7, 61), (1, 1, 1, 0, 1, 0, 1)]:
+        A, M = rng.standard_normal((B, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
+        C = rng.standard_normal((B, N)).astype(dtype)
+        ref = C.astype(np.float64)
+        ref[r0:r1, c0:c1] += A[r0:r1].astype(np.float64) @ M[:, c0:c1]
+        gemm.matmul_tile(A, gemm.operand(M, gemm.PANELS), C, r0, r1, c0, c1, gemm.PANELS)
+        err = np.abs(C - ref).max() / np.abs(ref).max()
+        assert err < (1e-5 if dtype == np.float32 else 1e-12), (dtype, B, K, N, err)
+print("ok", panels.ROWS, panels.panel_width(np.float32))
+"""
+
+
+@pytest.mark.parametrize("vector_bytes", [32, 16])
+def test_narrower_vector_shapes(tmp_path, vector_bytes):
+    """The AVX2 (32-byte) and SSE (16-byte) shapes of the kernel, forced on this host."""
+    env = dict(os.environ, RNNBOOK_VECTOR_BYTES=str(vector_bytes), NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _NARROW.replace("{bytes}", str(vector_bytes))],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows, width = map(int, out.stdout.split()[1:])
+    assert rows == 6 and width == 2 * vector_bytes // 4
+
+
+def test_bad_vector_width_is_refused(tmp_path):
+    env = dict(os.environ, RNNBOOK_VECTOR_BYTES="48", NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", "import rnnbook.numba_cpu.panels"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "RNNBOOK_VECTOR_BYTES must be 16, 32 or 64" in out.stderr
