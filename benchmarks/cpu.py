@@ -322,8 +322,12 @@ def worker_main(contender: str):
                 if not hasattr(rnnbook.numba_cpu, "CELLS"):   # it marked itself unavailable
                     raise ImportError("rnnbook.numba_cpu: the Numba backend is unavailable")
                 from rnnbook.numba_cpu import bptt
+                from rnnbook.numba_cpu import panels
                 info.update(numba=numba.__version__, numba_threads=numba.get_num_threads(),
-                            blas_min_macs=getattr(bptt, "BLAS_MIN_MACS", None))
+                            blas_min_macs=getattr(bptt, "BLAS_MIN_MACS", None),
+                            panel_min_rows=getattr(bptt, "PANEL_MIN_ROWS", None),
+                            panel_shape=f"{panels.ROWS} rows × {panels.panel_width(np.float32)} float32 columns, "
+                                        f"{panels.VECTOR_BYTES}-byte vectors")
     except Exception as exc:  # noqa: BLE001 - reported by the parent, which then runs without it
         send({"unavailable": f"{type(exc).__name__}: {exc}"})
         return
@@ -541,8 +545,10 @@ def main():
         emit(f"- **{k} not run**: {why}")
     macs = numba_info.get("blas_min_macs")
     emit(f"- Numba product strategy: {os.environ.get('RNNBOOK_NUMBA_STRATEGY', 'auto')} "
-         f"(BLAS from {macs if macs is not None else '?'} multiply-adds per step; loop kernel below, "
-         "row blocks on threads)")
+         f"(loop kernel below {macs if macs is not None else '?'} multiply-adds per step; above it packed "
+         f"panels ({numba_info.get('panel_shape', '?')}) when each thread has at least "
+         f"{numba_info.get('panel_min_rows', '?')} batch rows, else BLAS; row blocks on threads; "
+         "the GEMMs outside the recurrence split over the same threads, BLAS single-threaded in each)")
     emit("- method: one worker process per contender, each importing only its own libraries "
          f"({', '.join(info)}), a fresh set for every configuration; rounds interleaved across them (order "
          "rotating), one call per contender per round; " + (
