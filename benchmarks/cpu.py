@@ -21,7 +21,14 @@ What it does, in one run (PERFORMANCE.md, "How to measure"):
   The parent only sends commands and collects times;
 * each worker builds a configuration's inputs itself from the same seed (``x``, ``dy`` from
   ``np.random.default_rng(0)``; rnnbook's weights from ``init_params(seed=0)``; PyTorch's
-  module after ``torch.manual_seed(0)``), warms up once, and times one call per command;
+  module after ``torch.manual_seed(0)``), warms up once, and for each command makes one
+  untimed *lead-in* call and times the call straight after it.  The lead-in is there
+  because the worker has just been idle (see the next points), and on the development VM
+  the first call after an idle spell runs about 2× slower for every contender (LSTM B=8
+  H=128 training step, Numba: 37 µs/step back to back, 72-73 µs/step after 50 or 300 ms of
+  idling, with every phase slower, not just the thread hand-offs: the cores come back from
+  idle slowly).  Back-to-back calls are what a training loop makes; ``--after-idle`` times
+  the first call after the wait instead;
 * the parent interleaves *rounds*: in each round every contender times one call, one after
   the other (the order rotates from round to round), so that load from other work on a
   shared machine hits all of them alike; medians of ``--reps`` rounds;
@@ -82,6 +89,8 @@ def _parse():
     ap.add_argument("--only", default=None, help="regex on configuration names")
     ap.add_argument("--no-settle", action="store_true",
                     help="diagnostic: a fixed 50 ms pause before each call instead of waiting for idle helper threads")
+    ap.add_argument("--after-idle", action="store_true",
+                    help="diagnostic: time each call straight after the idle wait, without the untimed lead-in call")
     ap.add_argument("--worker", choices=CONTENDERS, default=None, help=argparse.SUPPRESS)
     return ap.parse_args()
 
@@ -350,10 +359,12 @@ def worker_main(contender: str):
                 train, fwd = make_runs(*msg["config"], contenders=(contender,))[contender]
                 fns.update(train=train, forward=fwd)
                 send({"ok": True})
-            elif cmd == "run":        # one call of fns[mode], timed; then wait for the helper threads
+            elif cmd == "run":        # a lead-in call, then one call of fns[mode] timed; then wait for the helper threads
                 f = fns[msg["mode"]]
                 if ARGS.no_settle:
                     time.sleep(0.05)
+                if not ARGS.after_idle:
+                    f()
                 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 t0 = time.perf_counter()
                 f()
@@ -379,6 +390,8 @@ class Worker:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", contender, "--threads", str(threads)]
         if ARGS.no_settle:
             cmd.append("--no-settle")
+        if ARGS.after_idle:
+            cmd.append("--after-idle")
         self.proc = subprocess.Popen(cmd, env=worker_env(contender, threads), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
         self.info = None
@@ -551,7 +564,10 @@ def main():
          "the GEMMs outside the recurrence split over the same threads, BLAS single-threaded in each)")
     emit("- method: one worker process per contender, each importing only its own libraries "
          f"({', '.join(info)}), a fresh set for every configuration; rounds interleaved across them (order "
-         "rotating), one call per contender per round; " + (
+         "rotating), one timed call per contender per round, " + (
+             "**--after-idle: straight after the worker's idle wait** (diagnostic); " if args.after_idle else
+             "right after an untimed lead-in call (back to back, as in a training loop: after an idle spell "
+             "the first call runs ~2× slower for every contender on the development VM); ") + (
              "**--no-settle: a fixed 50 ms pause before each call** (diagnostic)" if args.no_settle else
              "after each call the worker waits until its own helper threads are idle before the next "
              "contender runs (PyTorch's OpenMP and OpenBLAS's workers spin after a call)"))

@@ -29,9 +29,12 @@ multiply-adds instead.
 
 The kernel is written directly in LLVM IR (a Numba ``@intrinsic``), with explicit
 vector types, because LLVM's loop vectoriser does not keep a 2-D block of sums in
-registers by itself.  The vector is the host's widest: ``LANES`` = 16 float32 or 8
-float64 with AVX-512 (32 registers: ``MR = 8`` rows × 2 vectors = 16 sums), else
-8 / 4 (16 registers: ``MR = 6``).  Measured on the development machine (one core,
+registers by itself.  The vector is the target's widest (``VECTOR_BYTES``): ``LANES`` =
+16 float32 or 8 float64 with AVX-512 (32 registers: ``MR = 8`` rows × 2 vectors = 16
+sums), 8 / 4 with AVX and 4 / 2 with SSE only (16 registers: ``MR = 6``, 12 sums).
+The program is written once for all of them: ``llvm.fmuladd`` becomes one FMA
+instruction where the CPU has FMA, and a multiply and an add where it does not.
+Loading and storing only the tile's columns uses ``llvm.masked.load/store``.  Measured on the development machine (one core,
 float32, 10^8 FLOP per shape, against NumPy's OpenBLAS called the way
 ``gemm.matmul_tile`` calls it): 16 × 1024 × 256 at 134-144 GFLOP/s against 74,
 16 × 256 × 1024 at 114-127 against 74-138, 8 × 128 × 512 at 95-134 against
@@ -41,8 +44,6 @@ Rows past the block's last (``B`` not a multiple of ``MR``) repeat the last row
 (their sums are computed and dropped); columns outside ``[c0, c1)`` are masked, so
 a thread that owns only some hidden units never writes another thread's columns.
 """
-import os
-
 import numpy as np
 from llvmlite import binding as _llvm
 from llvmlite import ir
@@ -51,16 +52,18 @@ from numba.core import cgutils, config
 from numba.extending import intrinsic
 
 
-def _host_features() -> str:
-    return config.CPU_FEATURES or _llvm.get_host_cpu_features().flatten()
+def _target_features() -> set:
+    """The CPU features Numba compiles for: ``NUMBA_CPU_FEATURES`` if set, else the host's.
+
+    The same string is part of the key of Numba's on-disk cache, so a kernel cached for one
+    vector width is never loaded where another applies.
+    """
+    return set((config.CPU_FEATURES or _llvm.get_host_cpu_features().flatten()).split(","))
 
 
-_WIDE = "+avx512f" in _host_features().split(",")
-#: bytes in one vector register of the host (``RNNBOOK_VECTOR_BYTES=32`` forces the AVX2 shape,
-#: for tests on an AVX-512 machine)
-VECTOR_BYTES = int(os.environ.get("RNNBOOK_VECTOR_BYTES", 64 if _WIDE else 32))
-if VECTOR_BYTES not in (16, 32, 64):
-    raise ValueError(f"RNNBOOK_VECTOR_BYTES must be 16, 32 or 64, got {VECTOR_BYTES}")
+_FEATURES = _target_features()
+#: bytes in one vector register of the target: 64 with AVX-512, 32 with AVX, else 16
+VECTOR_BYTES = 64 if "+avx512f" in _FEATURES else 32 if "+avx" in _FEATURES else 16
 _WIDE = VECTOR_BYTES == 64
 #: rows per kernel call (MR) and vectors per row (NR = VECTORS · lanes)
 ROWS = 8 if _WIDE else 6
