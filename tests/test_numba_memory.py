@@ -1,4 +1,5 @@
-"""``numba_cpu.memory``: large freed blocks stay in the heap, so the next call does not fault them in.
+"""``numba_cpu.memory``: large freed blocks stay in the heap, so the next call does not fault them in;
+weight operands start on a 64-byte boundary.
 
 Each case runs in a fresh interpreter, because the setting is process-wide and glibc
 adapts its thresholds to what a process has allocated before.
@@ -8,6 +9,7 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("numba")
@@ -44,3 +46,28 @@ def test_large_blocks_are_reused_instead_of_faulted_in_again():
     # glibc's default maps the first 16 MiB block, unmaps it on free and adapts its threshold
     # only then: the second block comes from a heap that has to grow, page by page
     assert faults_default > max(4 * faults, 64), (faults_default, faults)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8])
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (7, 1, 9), (0, 4)])
+def test_empty_aligned(shape, dtype):
+    from rnnbook.numba_cpu import memory
+    for _ in range(5):                                      # several allocations: any malloc offset
+        a = memory.empty_aligned(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+        assert a.size == 0 or a.ctypes.data % memory.ALIGNMENT == 0    # (no memory, no address)
+        a[...] = 1                                           # the whole view is usable memory
+
+
+def test_weight_operands_are_aligned():
+    """Every form of a weight the kernels read starts on a 64-byte boundary (see memory.py)."""
+    from rnnbook.numba_cpu import gemm
+    rng = np.random.default_rng(2)
+    for dtype in (np.float32, np.float64):
+        for K, N in ((3, 5), (128, 512), (33, 70)):
+            M = rng.standard_normal((N, K)).astype(dtype).T     # a transposed view, as W_hh.T
+            for product in (gemm.LOOPS, gemm.BLAS, gemm.PANELS, True, False):
+                P = gemm.operand(M, product)
+                assert P.ctypes.data % 64 == 0 and P.flags.c_contiguous
+                if product != gemm.PANELS:
+                    np.testing.assert_array_equal(P, M)

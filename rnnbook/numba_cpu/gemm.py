@@ -41,6 +41,7 @@ from llvmlite import binding as _llvm
 from numba import cfunc, njit, types
 
 from .functions import KERNEL_OPTIONS
+from .memory import empty_aligned
 from .panels import matmul_panels, pack
 
 #: how ``matmul_tile`` computes a product (``product`` argument; ``bptt.plan_tiles`` chooses)
@@ -181,8 +182,14 @@ def matmul_rows(A, M, C, r0, r1, use_blas):
 
 def operand(M, product):
     """``M`` in the form ``matmul_tile`` reads for ``product``: packed panels for ``PANELS``
-    (once per sequence, ``panels.pack``), else ``M`` as a C-contiguous array."""
-    return pack(M) if product == PANELS else np.ascontiguousarray(M)
+    (once per sequence, ``panels.pack``), else a C-contiguous copy; either way a fresh array
+    on a 64-byte boundary (``memory.empty_aligned``: a misaligned weight made every step of
+    the LSTM B=1 H=128 forward 1.6x slower)."""
+    if product == PANELS:
+        return pack(M)
+    out = empty_aligned(M.shape, M.dtype)
+    out[...] = M
+    return out
 
 
 @njit(**KERNEL_OPTIONS)

@@ -30,7 +30,7 @@ from ..checks import check_backward_call, check_forward_call
 from ..numpy_ref import leaky as _spec
 from . import bptt
 from .functions import KERNEL_OPTIONS, dtanh_from_output, relu, tanh
-from .gemm import add, copy, fill, matmul_rows
+from .gemm import add, copy, fill, matmul_rows, operand
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
 param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params
@@ -134,7 +134,7 @@ def forward(params, x, state0=None, **options):
     hs = np.empty((T + 1, B, H), dtype)
     hs[0] = 0 if state0 is None else state0[0]
     use_blas, n_chunks = bptt.plan(B, H, H, T)
-    args = (fs, np.ascontiguousarray(W_hh.T), kappa, keep, hs, _PHI[opts["nonlinearity"]],
+    args = (fs, operand(W_hh.T, use_blas), kappa, keep, hs, _PHI[opts["nonlinearity"]],
             dtype.type(LEAKY_SLOPE))
     bptt.run(_forward_rows, args, B, use_blas, n_chunks)
     cache = {"x": x, "fs": fs, "hs": hs, "options": opts, "shape": (T, B, H), "dtype": dtype}
@@ -154,7 +154,7 @@ def backward(params, cache, dy, dstate=None, window=None):
     dA, dK = np.zeros((T, B, H), dtype), np.zeros((B, H), dtype)
     da, dh, dh0 = np.empty((B, H), dtype), np.empty((B, H), dtype), np.zeros((B, H), dtype)
     use_blas, n_chunks = bptt.plan(B, H, H, T)
-    args = (cache["fs"], cache["hs"], kappa, keep, W_hh, np.ascontiguousarray(dy), dstate_h,
+    args = (cache["fs"], cache["hs"], kappa, keep, operand(W_hh, use_blas), np.ascontiguousarray(dy), dstate_h,
             _PHI[opts["nonlinearity"]], dtype.type(LEAKY_SLOPE), chains, inject_all, dA, dK, da, dh, dh0)
     bptt.run(_backward_rows, args, B, use_blas, n_chunks)
     hs = cache["hs"]

@@ -400,10 +400,10 @@ def _variant_forward(params, x, state0, opts, T, B, H, dtype):
             ifo[0] = np.concatenate(state0[2:5], axis=1)
     peep = np.stack([params[k] for k in ("p_i", "p_f", "p_o")]) if opts["peepholes"] \
         else np.zeros((3, 0), dtype)
-    RT = np.ascontiguousarray(params["R"].T) if fgr else np.zeros((0, 0), dtype)
     rz = np.empty((B, 3 * H if fgr else 0), dtype)
     use_blas, n_chunks = bptt.plan(B, H, 4 * H, T)
-    bptt.run(_variant_forward_rows, (gates, np.ascontiguousarray(W_hh.T), RT, peep, hs, cs, ifo, rz, variant),
+    RT = operand(params["R"].T, use_blas) if fgr else np.zeros((0, 0), dtype)
+    bptt.run(_variant_forward_rows, (gates, operand(W_hh.T, use_blas), RT, peep, hs, cs, ifo, rz, variant),
              B, use_blas, n_chunks)
     state = (hs[T].copy(), cs[T].copy())
     if fgr:
@@ -432,9 +432,9 @@ def _variant_backward(params, cache, dy, dstate, window):
     dh0, dc0, dg0 = np.zeros((B, H), dtype), np.zeros((B, H), dtype), np.zeros((B, G3), dtype)
     peep = np.stack([params[k] for k in ("p_i", "p_f", "p_o")]) if opts["peepholes"] \
         else np.zeros((3, 0), dtype)
-    R = np.ascontiguousarray(params["R"]) if fgr else np.zeros((0, 0), dtype)
     use_blas, n_chunks = bptt.plan(B, 4 * H, H, T)
-    args = (cache["gates"], cache["cs"], W_hh, R, peep, np.ascontiguousarray(dy),
+    R = operand(params["R"], use_blas) if fgr else np.zeros((0, 0), dtype)
+    args = (cache["gates"], cache["cs"], operand(W_hh, use_blas), R, peep, np.ascontiguousarray(dy),
             np.ascontiguousarray(dstate[0]), np.ascontiguousarray(dstate[1]), dstate_g, cache["variant"],
             chains, inject_all, dZ, dz, dzr, dh, dc, dg, dh0, dc0, dg0)
     bptt.run(_variant_backward_rows, args, B, use_blas, n_chunks)

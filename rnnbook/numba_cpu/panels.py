@@ -51,6 +51,8 @@ from numba import types
 from numba.core import cgutils, config
 from numba.extending import intrinsic
 
+from .memory import empty_aligned
+
 
 def _target_features() -> set:
     """The CPU features Numba compiles for: ``NUMBA_CPU_FEATURES`` if set, else the host's.
@@ -76,13 +78,16 @@ def panel_width(dtype) -> int:
 
 
 def pack(M):
-    """``M (K, N)`` -> ``P (ceil(N / NR), K·NR)``: column panels, each ``k``-major, zero-padded."""
+    """``M (K, N)`` -> ``P (ceil(N / NR), K·NR)``: column panels, each ``k``-major, zero-padded,
+    on a 64-byte boundary (so every vector load of a panel is aligned)."""
     K, N = M.shape
     nr = panel_width(M.dtype)
     n_panels = -(-N // nr)
     padded = np.zeros((K, n_panels * nr), M.dtype)
     padded[:, :N] = M
-    return np.ascontiguousarray(padded.reshape(K, n_panels, nr).transpose(1, 0, 2)).reshape(n_panels, K * nr)
+    P = empty_aligned((n_panels, K, nr), M.dtype)        # every panel row on a 64-byte boundary
+    P[...] = padded.reshape(K, n_panels, nr).transpose(1, 0, 2)
+    return P.reshape(n_panels, K * nr)
 
 
 # ------------------------------------------------------------------------------------ the kernel

@@ -48,7 +48,7 @@ from ..checks import check_backward_call, check_forward_call
 from ..numpy_ref import scrn as _spec
 from . import bptt
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
-from .gemm import add, copy, fill, matmul_rows
+from .gemm import add, copy, fill, matmul_rows, operand
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
 param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params
@@ -152,7 +152,7 @@ def forward(params, x, state0=None, **options):
     bptt.run(_context_rows, (G, ss, alpha, one_minus_alpha), N, False, 1)          # phase 2
     G[:, :, :H] += (ss[1:].reshape(T * N, H) @ P.T).reshape(T, N, H)   # phase 3: a_t = … + s_t P^T
     use_blas, n_chunks = bptt.plan(N, H, H, T)
-    bptt.run(_forward_rows, (G, np.ascontiguousarray(R.T), hs, opts["nonlinearity"] == "tanh"),
+    bptt.run(_forward_rows, (G, operand(R.T, use_blas), hs, opts["nonlinearity"] == "tanh"),
              N, use_blas, n_chunks)
     cache = {"x": x, "hs": hs, "ss": ss, "options": opts, "shape": (T, N, H), "dtype": dtype}
     return hs[1:], (hs[T].copy(), ss[T].copy()), cache
@@ -172,7 +172,7 @@ def backward(params, cache, dy, dstate=None, window=None):
                       np.zeros((N, H), dtype))
     use_tanh = cache["options"]["nonlinearity"] == "tanh"
     use_blas, n_chunks = bptt.plan(N, H, H, T)
-    args = (cache["hs"], R, np.ascontiguousarray(dy), dstate_h, alpha, use_tanh, chains, inject_all,
+    args = (cache["hs"], operand(R, use_blas), np.ascontiguousarray(dy), dstate_h, alpha, use_tanh, chains, inject_all,
             dA, E, da, e, dh, dh0)
     bptt.run(_backward_rows, args, N, use_blas, n_chunks)
     dS = (E.reshape(T * N, H) @ P).reshape(T, N, H)               # ds = ds_next + da P, along each chain
