@@ -298,11 +298,11 @@ def backward(params, cache, dy, dstate=None, window=None):
     chains, inject_all = bptt.chain_schedule(T, window)
     dy = np.ascontiguousarray(dy)
     hs, x = cache["hs"], cache["x"]
-    dGI = np.zeros((T, B, 3 * H), dtype)
+    dGI = np.empty((T, B, 3 * H), dtype)    # every element stored at a chain's first visit (bptt.revisits)
     dh, dh0 = np.empty((B, H), dtype), np.zeros((B, H), dtype)
     tiling = bptt.plan_tiles(B, 3 * H, H, T, H)
     if cache["options"]["reset_after"]:
-        dGH_n, dgi, dgh = np.zeros((T, B, H), dtype), np.empty((B, 3 * H), dtype), np.empty((2, B, 3 * H), dtype)
+        dGH_n, dgi, dgh = np.empty((T, B, H), dtype), np.empty((B, 3 * H), dtype), np.empty((2, B, 3 * H), dtype)
         args = (cache["acts"], cache["ghn"], hs, operand(W_hh, tiling.product), dy, dstate_h, chains,
                 inject_all, dGI, dGH_n, dgi, dgh, dh, dh0)
         bptt.run_tiles(_backward_after_tile, args, B, H, tiling)
@@ -313,14 +313,16 @@ def backward(params, cache, dy, dstate=None, window=None):
         bptt.run_tiles(_backward_before_tile, args, B, H, tiling)
         dW_hh = np.concatenate([bptt.weight_gradient(dGI[:, :, :2 * H], hs[:-1]),   # a_{r,z} = … + h_prev W_h{rz}^T
                                 bptt.weight_gradient(dGI[:, :, 2 * H:], cache["rh"])])  # a_n = … + rh W_hn^T
-        db_hh = dGI.sum(axis=(0, 1))
     dW_ih = bptt.weight_gradient(dGI, x)                             # gi = x W_ih^T + b_ih
-    db_ih = dGI.sum(axis=(0, 1))
+    db_ih = bptt.bias_gradient(dGI)
+    if not cache["options"]["reset_after"]:
+        db_hh = db_ih.copy()                                         # a = gi + gh: the same sums
     dx = bptt.input_gradient(dGI, W_ih)
     if cache["options"]["reset_after"]:
+        # the r, z columns of dgh are those of dgi, so only dgh_n needs a sum of its own
+        db_hh = np.concatenate([db_ih[:2 * H], bptt.bias_gradient(dGH_n)])   # gh = … + b_hh
         dGI[:, :, 2 * H:] = dGH_n              # dGI is now dGH = [da_r|da_z|dgh_n] (module docstring)
         dW_hh = bptt.weight_gradient(dGI, hs[:-1])                  # gh = h_prev W_hh^T + b_hh
-        db_hh = dGI.sum(axis=(0, 1))
     return {"W_ih": dW_ih, "W_hh": dW_hh, "b_ih": db_ih, "b_hh": db_hh, "x": dx, "state0": (dh0,)}
 
 

@@ -161,7 +161,7 @@ def backward(params, cache, dy, dstate=None, window=None):
     dtau = -dK.sum(axis=0) / (tau * tau)                          # κ = 1/τ
     return {"W_ih": bptt.weight_gradient(dA, cache["x"]),          # a = x W_ih^T + …
             "W_hh": bptt.weight_gradient(dA, hs[:-1]),              # a = … + h_prev W_hh^T
-            "b": dA.sum(axis=(0, 1)),                                # a = … + b
+            "b": bptt.bias_gradient(dA),                                     # a = … + b
             _spec._tau_name(opts["tau_param"]): dtau * dtau_dparam,  # τ = 1 + softplus(ρ), or τ itself
             "x": bptt.input_gradient(dA, W_ih),
             "state0": (dh0,)}

@@ -166,7 +166,7 @@ def backward(params, cache, dy, dstate=None, window=None):
     if dstate is None:
         dstate = (np.zeros((B, H), dtype), np.zeros((B, H), dtype))
     chains, inject_all = bptt.chain_schedule(T, window)
-    dZ = np.zeros((T, B, 4 * H), dtype)
+    dZ = np.empty((T, B, 4 * H), dtype)     # every element stored at a chain's first visit (bptt.revisits)
     dz, dh, dc = np.empty((2, B, 4 * H), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype)
     dh0, dc0 = np.zeros((B, H), dtype), np.zeros((B, H), dtype)
     tiling = bptt.plan_tiles(B, 4 * H, H, T, H)
@@ -177,7 +177,7 @@ def backward(params, cache, dy, dstate=None, window=None):
     hs = cache["hs"]
     return {"W_ih": bptt.weight_gradient(dZ, cache["x"]),         # z = x W_ih^T + …
             "W_hh": bptt.weight_gradient(dZ, hs[:-1]),             # z = … + h_prev W_hh^T
-            "b": dZ.sum(axis=(0, 1)),                               # z = … + b
+            "b": bptt.bias_gradient(dZ),                                    # z = … + b
             "x": bptt.input_gradient(dZ, W_ih),
             "state0": (dh0, dc0)}
 
@@ -441,7 +441,7 @@ def _variant_backward(params, cache, dy, dstate, window):
     hs, cs = cache["hs"], cache["cs"]
     grads = {"W_ih": bptt.weight_gradient(dZ, cache["x"]),        # z = x W_ih^T + …
              "W_hh": bptt.weight_gradient(dZ, hs[:-1]),            # z = … + h_prev W_hh^T
-             "b": dZ.sum(axis=(0, 1)),                              # z = … + b
+             "b": bptt.bias_gradient(dZ),                                   # z = … + b
              "x": bptt.input_gradient(dZ, W_ih)}
     state0 = (dh0, dc0)
     if opts["peepholes"]:

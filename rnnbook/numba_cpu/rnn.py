@@ -115,7 +115,7 @@ def backward(params, cache, dy, dstate=None, window=None):
     W_ih, W_hh = bptt.contiguous(params, ("W_ih", "W_hh"))
     dstate_h = np.zeros((B, H), dtype) if dstate is None else np.ascontiguousarray(dstate[0])
     chains, inject_all = bptt.chain_schedule(T, window)
-    dA = np.zeros((T, B, H), dtype)
+    dA = np.empty((T, B, H), dtype)         # every element stored at a chain's first visit (bptt.revisits)
     da, dh, dh0 = np.empty((2, B, H), dtype), np.empty((B, H), dtype), np.zeros((B, H), dtype)
     use_relu = cache["options"]["nonlinearity"] == "relu"
     tiling = bptt.plan_tiles(B, H, H, T, H)
@@ -125,7 +125,7 @@ def backward(params, cache, dy, dstate=None, window=None):
     hs = cache["hs"]
     return {"W_ih": bptt.weight_gradient(dA, cache["x"]),          # a = x W_ih^T + …
             "W_hh": bptt.weight_gradient(dA, hs[:-1]),              # a = … + h_prev W_hh^T
-            "b": dA.sum(axis=(0, 1)),                                # a = … + b
+            "b": bptt.bias_gradient(dA),                                     # a = … + b
             "x": bptt.input_gradient(dA, W_ih),
             "state0": (dh0,)}
 

@@ -185,7 +185,7 @@ def backward(params, cache, dy, dstate=None, window=None):
             "B": one_minus_alpha * bptt.weight_gradient(dS, x),    # s = (1-α) x B^T + …
             "P": bptt.weight_gradient(dA, ss[1:]),                 # a = … + s P^T
             "R": bptt.weight_gradient(dA, hs[:-1]),                # a = … + h_prev R^T
-            "b": dA.sum(axis=(0, 1)),                              # a = … + b
+            "b": bptt.bias_gradient(dA),                                   # a = … + b
             "x": bptt.input_gradient(dA, A) + one_minus_alpha * bptt.input_gradient(dS, B),
             "state0": (dh0, alpha * dS[0])}                        # s_0 = … + α s_{-1}
 
