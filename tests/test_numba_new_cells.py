@@ -94,7 +94,8 @@ def compare(arch, opts, T, B, D, H, dtype, strategy="loops", window=None, seed=0
         assert g1[k].dtype == dtype, k
         errors[f"d{k}"] = rel_error(g1[k], g0[k])
     errors.update({f"dstate0[{i}]": rel_error(a, b) for i, (a, b) in enumerate(zip(g1["state0"], g0["state0"]))})
-    worst = max(errors, key=errors.get)
+    # a NaN error compares False with everything: make it the worst, so that it fails the check
+    worst = max(errors, key=lambda k: np.inf if np.isnan(errors[k]) else errors[k])
     assert errors[worst] <= TOL[dtype], (f"{arch} {opts} T,B,D,H={T, B, D, H} {np.dtype(dtype)} {strategy} "
                                          f"window={window}: {worst} off by {errors[worst]:.2e}\n{errors}")
     return errors

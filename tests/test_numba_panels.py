@@ -8,6 +8,7 @@ backend uses; subprocesses compile for AVX2 and SSE-only CPUs (Numba's target se
 repeat the check with those narrower shapes.
 """
 import os
+import platform
 import subprocess
 import sys
 
@@ -16,6 +17,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 pytest.importorskip("numba")
+from numba.core.codegen import get_host_cpu_features  # noqa: E402
+
 from rnnbook.numba_cpu import gemm, panels  # noqa: E402
 
 TOL = {np.float32: 2e-6, np.float64: 1e-13}
@@ -39,19 +42,27 @@ def test_pack_layout(dtype):
 
 
 def check_tile(B, K, N, r0, r1, c0, c1, extra, dtype, seed):
+    """``matmul_tile(..., PANELS)`` on one tile against float64.  ``A`` has ``extra`` NaN columns
+    past ``K`` and ``C`` is a view, ``extra + 1`` columns short of its rows' stride, into a
+    NaN-filled buffer with a NaN row after it: a read past ``K`` or a write outside the tile
+    (into the margins or the next row) shows as NaN or as a changed value."""
     rng = np.random.default_rng(seed)
-    A = rng.standard_normal((B, K + extra)).astype(dtype)[:, :K] if extra else rng.standard_normal((B, K)).astype(dtype)
+    A = np.full((B, K + extra), np.nan, dtype)
+    A[:, :K] = rng.standard_normal((B, K))
+    A = A[:, :K]
     M = rng.standard_normal((K, N)).astype(dtype)
-    C = rng.standard_normal((B, N)).astype(dtype)
-    before = C.copy()
+    buffer = np.full((B + 1, N + extra + 1), np.nan, dtype)
+    C = buffer[:B, :N]
+    C[...] = rng.standard_normal((B, N))
+    before = buffer.copy()
     gemm.matmul_tile(A, gemm.operand(M, gemm.PANELS), C, r0, r1, c0, c1, gemm.PANELS)
-    ref = before.astype(np.float64)
+    ref = before[:B, :N].astype(np.float64)
     ref[r0:r1, c0:c1] += A[r0:r1].astype(np.float64) @ M[:, c0:c1].astype(np.float64)
     scale = max(1.0, np.abs(ref).max()) * np.sqrt(K)
     np.testing.assert_allclose(C, ref, rtol=0, atol=TOL[dtype] * scale)
-    outside = np.ones((B, N), bool)
+    outside = np.ones(buffer.shape, bool)
     outside[r0:r1, c0:c1] = False
-    np.testing.assert_array_equal(C[outside], before[outside])       # untouched, bit for bit
+    np.testing.assert_array_equal(buffer[outside], before[outside])   # untouched, bit for bit (NaN == NaN here)
 
 
 @settings(max_examples=60, deadline=None)
@@ -85,20 +96,20 @@ def test_operand_is_the_matrix_unless_panels():
 
 
 _NARROW = r"""
+import sys
 import numpy as np
-from rnnbook.numba_cpu import gemm, panels
+sys.path.insert(0, {tests!r})
+from test_numba_panels import check_tile
+from rnnbook.numba_cpu import panels
 assert panels.VECTOR_BYTES == {bytes}, panels.VECTOR_BYTES
-rng = np.random.default_rng(0)
+rows = panels.ROWS
 for dtype in (np.float32, np.float64):
-    for B, K, N, r0, r1, c0, c1 in [(13, 37, 45, 0, 13, 0, 45), (9, 5, 70, 2, 9, 7, 61), (1, 1, 1, 0, 1, 0, 1)]:
-        A, M = rng.standard_normal((B, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
-        C = rng.standard_normal((B, N)).astype(dtype)
-        ref = C.astype(np.float64)
-        ref[r0:r1, c0:c1] += A[r0:r1].astype(np.float64) @ M[:, c0:c1]
-        gemm.matmul_tile(A, gemm.operand(M, gemm.PANELS), C, r0, r1, c0, c1, gemm.PANELS)
-        err = np.abs(C - ref).max() / np.abs(ref).max()
-        assert err < (1e-5 if dtype == np.float32 else 1e-12), (dtype, B, K, N, err)
-print("ok", panels.ROWS, panels.panel_width(np.float32))
+    nr = panels.panel_width(dtype)
+    for n, (B, K, N, r0, r1, c0, c1, extra) in enumerate([
+            (13, 37, 45, 0, 13, 0, 45, 0), (9, 5, 70, 2, 9, 7, 61, 2), (1, 1, 1, 0, 1, 0, 1, 1),
+            (2 * rows + 3, 64, 3 * nr + 5, 1, 2 * rows + 2, 3, 3 * nr + 1, 3)]):
+        check_tile(B, K, N, r0, r1, c0, c1, extra, dtype, n)
+print("ok", rows, panels.panel_width(np.float32))
 """
 
 
@@ -112,16 +123,19 @@ NARROW_TARGETS = {
 }
 
 
-@pytest.mark.skipif(not panels._llvm.get_process_triple().startswith("x86_64"), reason="x86 targets")
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 targets")
 @pytest.mark.parametrize("vector_bytes", [32, 16])
 def test_narrower_vector_shapes(tmp_path, vector_bytes):
     """The AVX2 (32-byte) and SSE (16-byte) shapes of the kernel, compiled for those CPUs here."""
     if vector_bytes == panels.VECTOR_BYTES:
         pytest.skip("that is the host's own shape, tested above")
     name, features = NARROW_TARGETS[vector_bytes]
+    host = set(get_host_cpu_features().split(","))
+    if not {f for f in features.split(",") if f.startswith("+")} <= host:
+        pytest.skip(f"this CPU cannot run code compiled for {name}")
     env = dict(os.environ, NUMBA_CPU_NAME=name, NUMBA_CPU_FEATURES=features, NUMBA_CACHE_DIR=str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", _NARROW.replace("{bytes}", str(vector_bytes))],
-                         env=env, capture_output=True, text=True, timeout=600)
+    script = _NARROW.replace("{bytes}", str(vector_bytes)).replace("{tests!r}", repr(os.path.dirname(__file__)))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows, width = map(int, out.stdout.split()[1:])
     assert rows == 6 and width == 2 * vector_bytes // 4

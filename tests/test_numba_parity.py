@@ -3,9 +3,10 @@
 Error measure: normwise relative error ``max|a - b| / max|b|`` per array (``b`` from
 ``numpy_ref`` in the same dtype).  Bounds from the acceptance criteria: 1e-10 in
 float64, 1e-5 in float32.  Every parameter, the initial state and the final-state
-gradient are random.  Both ways of computing the recurrent product (compiled loops
-and BLAS) are checked, and both ways of putting the threads on it: blocks of batch
-rows, and blocks of hidden units with the per-step barrier (``bptt.split``).
+gradient are random.  All three ways of computing the recurrent product (compiled
+loops, BLAS, packed panels) are checked, and both ways of putting the threads on it:
+blocks of batch rows, and blocks of hidden units with the per-step barrier
+(``bptt.split``).
 """
 import numpy as np
 import pytest
@@ -61,7 +62,8 @@ def compare(arch, opts, T, B, D, H, dtype, strategy, window, seed=0, use_state=T
         assert g1[k].dtype == dtype, k
         errors[f"d{k}"] = rel_error(g1[k], g0[k])
     errors.update({f"dstate0[{i}]": rel_error(a, b) for i, (a, b) in enumerate(zip(g1["state0"], g0["state0"]))})
-    worst = max(errors, key=errors.get)
+    # a NaN error compares False with everything: make it the worst, so that it fails the check
+    worst = max(errors, key=lambda k: np.inf if np.isnan(errors[k]) else errors[k])
     assert errors[worst] <= TOL[dtype], (f"{arch} {opts} T,B,D,H={T, B, D, H} {np.dtype(dtype)} {strategy} "
                                          f"window={window} split={split}: {worst} off by {errors[worst]:.2e}\n{errors}")
     return errors
@@ -86,6 +88,41 @@ def test_parity_fixed_shapes(arch, opts, dtype, strategy, split):
     edges inside a SIMD vector's worth of units and B = 5 gives the row blocks unequal sizes."""
     compare(arch, opts, 6, 5, 4, 37, dtype, strategy, None, seed=1, split=split)
     compare(arch, opts, 6, 5, 4, 37, dtype, strategy, 3, seed=2, split=split)
+
+
+@pytest.mark.parametrize("arch,opts", CELLS)
+def test_panels_with_whole_row_blocks(arch, opts):
+    """The panel product inside the cells with more rows per thread than one kernel block
+    (``panels.ROWS``): whole blocks, a partial one, and a second one per thread."""
+    B = 2 * numba_cpu.panels.ROWS + 3
+    for dtype in (np.float64, np.float32):
+        for window in (None, 2):
+            compare(arch, opts, 4, B, 5, 37, dtype, "panels", window, seed=7, split=("rows", 2))
+            compare(arch, opts, 4, B, 5, 37, dtype, "panels", window, seed=8, split=("rows", 1))
+
+
+def test_gate_gradient_buffers_need_no_zeroing(monkeypatch):
+    """The backward tile kernels store every element of their gate-gradient arrays at a
+    chain's first visit (``bptt.revisits``), so those are allocated with ``np.empty``.
+    Here every ``np.empty`` of the three modules comes filled with NaN: a kernel that
+    added into an element instead, or skipped one, would leave NaN in a gradient."""
+    import types
+    from rnnbook.numba_cpu import gru, lstm, rnn
+
+    def poisoned(shape, dtype=float, *args, **kwargs):
+        out = np.empty(shape, dtype, *args, **kwargs)
+        if np.dtype(dtype).kind == "f":
+            out.fill(np.nan)
+        return out
+    for module in (rnn, lstm, gru, bptt):
+        fake = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+        fake.empty = poisoned
+        monkeypatch.setattr(module, "np", fake)
+    for n, ((arch, opts), split, window) in enumerate(
+            (c, sp, w) for c in CELLS for sp in SPLITS for w in (None, 1, 3, 10)):
+        strategy = STRATEGIES[n % len(STRATEGIES)]
+        compare(arch, opts, 6, 5, 4, 37, np.float64, strategy, window, seed=n, split=split)
+        compare(arch, opts, 3, 1, 2, 3, np.float64, strategy, window, seed=n + 1000, split=split)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -140,6 +140,9 @@ def _check_phase_gemms(R, K, N, dtype, with_bias, seed):
     np.testing.assert_allclose(bptt.weight_gradient(dZ, x), ref, rtol=tol, atol=tol * np.abs(ref).max())
     ref = dZ.astype(np.float64) @ W.astype(np.float64)
     np.testing.assert_allclose(bptt.input_gradient(dZ, W), ref, rtol=tol, atol=tol * np.abs(ref).max())
+    got, ref = bptt.bias_gradient(dZ), dZ.astype(np.float64).sum(axis=(0, 1))
+    assert got.shape == (N,) and got.dtype == dtype
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(dZ).sum(axis=(0, 1)).max())
 
 
 def test_phase_gemms_leave_blas_threads_as_they_were():
@@ -152,4 +155,42 @@ def test_phase_gemms_leave_blas_threads_as_they_were():
     bptt.on_threads(lambda r0, r1: seen.append((r0, r1, get())), 10, 1 << 30)
     assert get() == old
     assert all(n == 1 for _, _, n in seen)
-    assert sorted((r0, r1) for r0, r1, _ in seen)[0][0] == 0 and max(r1 for _, r1, _ in seen) == 10
+    blocks = sorted((r0, r1) for r0, r1, _ in seen)
+    assert blocks[0][0] == 0 and blocks[-1][1] == 10                     # every row once:
+    assert all(a1 == b0 for (_, a1), (b0, _) in zip(blocks, blocks[1:]))    # no gap, no overlap
+
+
+def test_single_threaded_blas_nests_across_threads():
+    """Blocks that overlap in several Python threads restore OpenBLAS's setting only when the
+    last one leaves (A enters, B enters, A leaves, B leaves)."""
+    if bptt.gemm._threads is None:
+        pytest.skip("no OpenBLAS thread control here")
+    import threading
+    get, put = bptt.gemm._threads
+    old = get()
+    put(2)
+    try:
+        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+        seen = {}
+
+        def a():
+            with bptt.gemm.single_threaded_blas():
+                a_in.set()
+                b_in.wait(10)
+            a_out.set()
+
+        def b():
+            a_in.wait(10)
+            with bptt.gemm.single_threaded_blas():
+                b_in.set()
+                a_out.wait(10)
+                seen["inside after A left"] = get()
+        threads = [threading.Thread(target=f) for f in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert seen["inside after A left"] == 1
+        assert get() == 2
+    finally:
+        put(old)

@@ -82,16 +82,16 @@ MIN_ROWS_PER_THREAD = 2
 #: ... and this much work in the whole sequence (multiply-adds), so the hand-off pays
 MIN_MACS_FOR_THREADS = 1 << 20
 
-_strategy = os.environ.get("RNNBOOK_NUMBA_STRATEGY", "auto")
-
-
-def _check_strategy(name):
+def _check_strategy(name, source="strategy"):
     if name not in ("auto", "loops", "blas", "panels"):
-        raise ValueError(f"strategy must be 'auto', 'loops', 'blas' or 'panels', got {name!r}")
+        raise ValueError(f"{source} must be 'auto', 'loops', 'blas' or 'panels', got {name!r}")
     if name == "blas" and not gemm.HAVE_BLAS:
         raise ValueError(f"strategy 'blas' needs NumPy's bundled BLAS, which is missing here "
                          f"({gemm.BLAS_SOURCE})")
     return name
+
+
+_strategy = _check_strategy(os.environ.get("RNNBOOK_NUMBA_STRATEGY", "auto"), "RNNBOOK_NUMBA_STRATEGY")
 
 
 @contextlib.contextmanager
@@ -149,7 +149,7 @@ def _row_blocks(B: int, K: int, N: int, T: int) -> int:
 #: vs 3.97 ms/step for one block with BLAS threading each step's product, the plan this
 #: replaced); at B=8 two blocks of 4 rows on BLAS beat one block of 8 on panels (LSTM H=256
 #: 129 vs 151 µs/step): OpenBLAS's small-matrix kernel needs no packing, and a panel block
-#: of ``panels.ROWS`` rows would compute 4 rows for nothing.
+#: of ``panels.ROWS`` rows (8 with AVX-512, else 6) would compute the missing rows for nothing.
 PANEL_MIN_ROWS = 8
 
 
@@ -166,7 +166,7 @@ def plan_tiles(B: int, K: int, N: int, T: int, H: int) -> Tiling:
 
     Automatically: row blocks as in :func:`plan`; the product on plain loops below
     :data:`BLAS_MIN_MACS`, else on packed panels when every block has at least
-    :data:`PANEL_MIN_ROWS` rows, else on BLAS.  Never unit blocks: on the
+    :data:`PANEL_MIN_ROWS` rows, else on BLAS (on loops where NumPy carries no usable BLAS).  Never unit blocks: on the
     development machine (a 2-vCPU VM) the unit split was slower at every size tried:
     its barrier costs ~0.2 µs when both threads are on a core, but the second vCPU is
     often not, and then a step waits tens of microseconds (LSTM B=1 H=128 forward:
@@ -354,8 +354,9 @@ def revisits(chains, c, t):
     non-decreasing ``lo`` (full BPTT is the single chain ``(T-1, 0)``), so chain ``c``
     revisits step ``t`` exactly when the chain before it started at or above ``t``.
     The first visit stores (``gemm.put_units``), a revisit adds.  Every step has a first
-    visit (chain ``s`` starts at step ``s``), so the gate-gradient arrays are allocated
-    with ``np.empty``: zeroing them would be a pass over ``T·B·G·H`` numbers for nothing.
+    visit (chain ``s`` starts at step ``s``), so the tile kernels' gate-gradient arrays are
+    allocated with ``np.empty``: zeroing them would be a pass over ``T·B·G·H`` numbers for
+    nothing.  (The row kernels of scrn, leaky and the LSTM variants add into ``np.zeros``.)
     """
     return c > 0 and t <= chains[c - 1, 0]
 

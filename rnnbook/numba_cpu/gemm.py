@@ -1,4 +1,4 @@
-r"""The recurrent matrix product, for compiled kernels: a plain loop, or BLAS called from compiled code.
+r"""The recurrent matrix product, for compiled kernels: a plain loop, BLAS, or packed panels.
 
 Every cell spends its time in one product per step, applied to a tile of batch rows
 and output columns (``matmul_tile``; ``matmul_rows`` is the tile of all columns)::
@@ -35,6 +35,7 @@ import contextlib
 import ctypes
 import glob
 import os
+import threading
 
 import numpy as np
 from llvmlite import binding as _llvm
@@ -128,25 +129,40 @@ def _thread_control():
 _threads = _thread_control()
 
 
+_blas_lock = threading.Lock()
+_blas_depth = 0          # blocks inside single_threaded_blas, over all Python threads
+_blas_saved = None       # OpenBLAS's thread count before the first of them
+
+
 @contextlib.contextmanager
 def single_threaded_blas():
     """Inside the block NumPy's OpenBLAS runs every call on the calling thread.
 
     The per-step products are small (``B`` rows): spread over threads *inside* each
     call, they would pay a wake-up and a barrier every step.  The recurrence threads
-    over blocks of batch rows instead (``bptt.run``), each block calling BLAS on its
-    own thread.  The setting is process-wide and restored on exit.
+    over blocks of batch rows instead (``bptt.run_tiles``), each block calling BLAS on
+    its own thread, and the big GEMMs outside the recurrence split their rows over the
+    same threads (``bptt.on_threads``).  The setting is process-wide: the first block
+    to enter saves OpenBLAS's thread count and the last to leave restores it, so blocks
+    that overlap in several Python threads leave it as they found it.
     """
+    global _blas_depth, _blas_saved
     if _threads is None:
         yield
         return
     get, put = _threads
-    old = get()
-    put(1)
+    with _blas_lock:
+        if _blas_depth == 0:
+            _blas_saved = get()
+            put(1)
+        _blas_depth += 1
     try:
         yield
     finally:
-        put(old)
+        with _blas_lock:
+            _blas_depth -= 1
+            if _blas_depth == 0:
+                put(_blas_saved)
 
 
 _sgemm = types.ExternalFunction("rnnbook_sgemm", _SIG["s"])

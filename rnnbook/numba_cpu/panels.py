@@ -13,79 +13,91 @@ stored ``k``-major so that the ``NR`` values a step needs next are contiguous::
 
     P[p, k·NR + n] = M[k, p·NR + n]        P (ceil(N / NR), K·NR), zero past column N
 
-and every step runs one small kernel per (panel, block of ``MR`` rows):
-``MR × NR`` sums held in vector registers for the whole loop over ``k``::
+and every step runs one small kernel per (panel, block of ``ROWS`` rows):
+``ROWS × NR`` sums held in vector registers for the whole loop over ``k``::
 
-    acc[i, :] = 0                                   MR × NR  (MR·NR / LANES registers)
+    acc[i, :] = 0                                   ROWS × NR  (ROWS·NR / lanes registers)
     for k in 0 .. K-1:
-        m = P[p, k·NR : k·NR + NR]                  NR/LANES vector loads
-        acc[i, :] += A[r+i, k] · m   for each i     one broadcast + NR/LANES FMAs per row
+        m = P[p, k·NR : k·NR + NR]                  NR/lanes vector loads
+        acc[i, :] += A[r+i, k] · m   for each i     one broadcast + NR/lanes FMAs per row
     C[r+i, p·NR + n] += acc[i, n]   for the rows and columns inside the tile (masked)
 
-Per ``k`` that is ``MR·NR/LANES`` fused multiply-adds against ``NR/LANES + MR``
+Per ``k`` that is ``ROWS·NR/lanes`` fused multiply-adds against ``NR/lanes + ROWS``
 loads, and the sums never leave the registers until the end.  A plain loop over
 ``C``'s row (``gemm.matmul_tile``'s ``loops`` path) loads and stores ``C`` every few
 multiply-adds instead.
 
 The kernel is written directly in LLVM IR (a Numba ``@intrinsic``), with explicit
 vector types, because LLVM's loop vectoriser does not keep a 2-D block of sums in
-registers by itself.  The vector is the target's widest (``VECTOR_BYTES``): ``LANES`` =
-16 float32 or 8 float64 with AVX-512 (32 registers: ``MR = 8`` rows × 2 vectors = 16
-sums), 8 / 4 with AVX and 4 / 2 with SSE only (16 registers: ``MR = 6``, 12 sums).
+registers by itself.  The vector is the target's widest (``VECTOR_BYTES``): ``lanes`` =
+16 float32 or 8 float64 with AVX-512 (32 registers: ``ROWS = 8`` rows × 2 vectors = 16
+sums), 8 / 4 with AVX and 4 / 2 with SSE only (16 registers: ``ROWS = 6``, 12 sums).
 The program is written once for all of them: ``llvm.fmuladd`` becomes one FMA
 instruction where the CPU has FMA, and a multiply and an add where it does not.
-Loading and storing only the tile's columns uses ``llvm.masked.load/store``.  Measured on the development machine (one core,
-float32, 10^8 FLOP per shape, against NumPy's OpenBLAS called the way
+Loading and storing only the tile's columns uses ``llvm.masked.load/store``.
+
+Measured on the development machine (one core, float32, 10^8 FLOP per shape, against
+NumPy's OpenBLAS called the way
 ``gemm.matmul_tile`` calls it): 16 × 1024 × 256 at 134-144 GFLOP/s against 74,
 16 × 256 × 1024 at 114-127 against 74-138, 8 × 128 × 512 at 95-134 against
 104-162 (OpenBLAS's small-matrix kernel, no packing, wins the smallest products).
 
-Rows past the block's last (``B`` not a multiple of ``MR``) repeat the last row
-(their sums are computed and dropped); columns outside ``[c0, c1)`` are masked, so
-a thread that owns only some hidden units never writes another thread's columns.
+Rows past the block's last (``B`` not a multiple of ``ROWS``) repeat the last row
+(their sums are computed and dropped); columns outside ``[c0, c1)`` and rows past the
+last are masked.  A masked-off lane is never read or written -- not even as a load whose
+value is then dropped -- so a block's vectors may run past ``C``'s last column, or past
+the end of the array, and a thread that owns only some hidden units never touches
+another thread's columns.
+
+Numba caches each compiled cell kernel on disk next to the cell's source file and
+notices edits to that file only: after editing this one, delete
+``rnnbook/numba_cpu/__pycache__`` so that the cells are compiled again.
 """
 import numpy as np
-from llvmlite import binding as _llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils, config
+from numba.core.codegen import get_host_cpu_features
 from numba.extending import intrinsic
 
 from .memory import empty_aligned
 
 
 def _target_features() -> set:
-    """The CPU features Numba compiles for: ``NUMBA_CPU_FEATURES`` if set, else the host's.
+    """The CPU features Numba compiles for: ``NUMBA_CPU_FEATURES`` if set, else the host's as
+    Numba reads them (``NUMBA_ENABLE_AVX=0`` removes the AVX ones).
 
-    The same string is part of the key of Numba's on-disk cache, so a kernel cached for one
+    That string is part of the key of Numba's on-disk cache, so a kernel cached for one
     vector width is never loaded where another applies.
     """
-    return set((config.CPU_FEATURES or _llvm.get_host_cpu_features().flatten()).split(","))
+    return set((config.CPU_FEATURES or get_host_cpu_features()).split(","))
 
 
 _FEATURES = _target_features()
 #: bytes in one vector register of the target: 64 with AVX-512, 32 with AVX, else 16
 VECTOR_BYTES = 64 if "+avx512f" in _FEATURES else 32 if "+avx" in _FEATURES else 16
 _WIDE = VECTOR_BYTES == 64
-#: rows per kernel call (MR) and vectors per row (NR = VECTORS · lanes)
+#: rows per kernel call and vectors per row (NR = VECTORS · lanes columns per panel)
 ROWS = 8 if _WIDE else 6
 VECTORS = 2
 
 
 def panel_width(dtype) -> int:
-    """``NR``: columns per panel for ``dtype`` (two vectors of the host's widest)."""
+    """``NR``: columns per panel for ``dtype`` (``VECTORS`` vectors of the target's widest)."""
     return VECTORS * VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
 def pack(M):
-    """``M (K, N)`` -> ``P (ceil(N / NR), K·NR)``: column panels, each ``k``-major, zero-padded,
-    on a 64-byte boundary (so every vector load of a panel is aligned)."""
+    """``M (K, N)`` -> ``P (ceil(N / NR), K·NR)``: column panels, each ``k``-major, zero-padded.
+
+    ``P`` starts on a 64-byte boundary, so with AVX-512 every vector load of a panel is
+    aligned (the kernel itself assumes only element alignment)."""
     K, N = M.shape
     nr = panel_width(M.dtype)
     n_panels = -(-N // nr)
     padded = np.zeros((K, n_panels * nr), M.dtype)
     padded[:, :N] = M
-    P = empty_aligned((n_panels, K, nr), M.dtype)        # every panel row on a 64-byte boundary
+    P = empty_aligned((n_panels, K, nr), M.dtype)        # starts on a 64-byte boundary
     P[...] = padded.reshape(K, n_panels, nr).transpose(1, 0, 2)
     return P.reshape(n_panels, K * nr)
 
@@ -99,12 +111,12 @@ def _vector(builder, value, vty):
     return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
 
-def _emit_block(builder, a, lda, rows, p, K, c, ldc, first, last, bits):
+def _emit_block(builder, a, lda, rows, p, K, c, ldc, first, end, bits):
     """IR of one ``ROWS × NR`` block (see the module docstring); ``K >= 1``.
 
     ``a``, ``p``, ``c``: addresses of ``A[r, 0]``, ``P[panel, 0]``, ``C[r, panel·NR]``;
     ``lda``, ``ldc`` in elements; ``rows`` valid rows (1 .. ROWS); columns
-    ``first <= n < last`` of the panel are added into ``C``.
+    ``first <= n < end`` of the panel are added into ``C``.
     """
     i64, i32 = ir.IntType(64), ir.IntType(32)
     fty = ir.FloatType() if bits == 32 else ir.DoubleType()
@@ -158,10 +170,11 @@ def _emit_block(builder, a, lda, rows, p, K, c, ldc, first, last, bits):
     builder.position_at_end(done)                                          # C[r+i, cols] += acc[i, cols]
     c_base = builder.inttoptr(c, ptr)
     lane = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
-    first_v, last_v = _vector(builder, first, ir.VectorType(i64, lanes)), _vector(builder, last, ir.VectorType(i64, lanes))
+    first_v = _vector(builder, first, ir.VectorType(i64, lanes))
+    end_v = _vector(builder, end, ir.VectorType(i64, lanes))
     for v in range(VECTORS):
         col = builder.add(lane, ir.Constant(ir.VectorType(i64, lanes), [v * lanes] * lanes))
-        cols = builder.and_(builder.icmp_signed(">=", col, first_v), builder.icmp_signed("<", col, last_v))
+        cols = builder.and_(builder.icmp_signed(">=", col, first_v), builder.icmp_signed("<", col, end_v))
         for i in range(ROWS):
             inside = _vector(builder, builder.icmp_signed("<", ir.Constant(i64, i), rows), mty)
             mask = builder.and_(cols, inside)
@@ -242,13 +255,13 @@ def _emit_panels(context, builder, sig, args):
 
         def per_panel(panel):
             base = builder.mul(panel, const(nr))
-            first, last = smax(builder.sub(c0, base), const(0)), smin(builder.sub(c1, base), const(nr))
+            first, end = smax(builder.sub(c0, base), const(0)), smin(builder.sub(c1, base), const(nr))
             p = address(P, panel)
 
             def per_block(r):
                 rows = smin(const(ROWS), builder.sub(r1, r))
                 c = builder.add(address(C, r), builder.mul(base, const(size)))
-                builder.call(block, [address(A, r), lda, rows, p, K, c, ldc, first, last])
+                builder.call(block, [address(A, r), lda, rows, p, K, c, ldc, first, end])
             _for(builder, r0, r1, const(ROWS), per_block)
         _for(builder, first_panel, end_panel, const(1), per_panel)
 
@@ -268,6 +281,8 @@ def matmul_panels(typingctx, A, P, C, r0, r1, c0, c1):
         return None
     if C.dtype not in (types.float32, types.float64) or any(t.dtype != C.dtype for t in arrays):
         return None
-    return types.void(A, P, C, types.intp, types.intp, types.intp, types.intp), \
-        lambda context, builder, sig, args: (_emit_panels(context, builder, sig, args),
-                                             context.get_dummy_value())[1]
+
+    def codegen(context, builder, sig, args):
+        _emit_panels(context, builder, sig, args)
+        return context.get_dummy_value()
+    return types.void(A, P, C, types.intp, types.intp, types.intp, types.intp), codegen
