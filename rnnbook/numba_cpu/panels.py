@@ -37,10 +37,10 @@ instruction where the CPU has FMA, and a multiply and an add where it does not.
 Loading and storing only the tile's columns uses ``llvm.masked.load/store``.
 
 Measured on the development machine (one core, float32, 10^8 FLOP per shape, against
-NumPy's OpenBLAS called the way
-``gemm.matmul_tile`` calls it): 16 × 1024 × 256 at 134-144 GFLOP/s against 74,
-16 × 256 × 1024 at 114-127 against 74-138, 8 × 128 × 512 at 95-134 against
-104-162 (OpenBLAS's small-matrix kernel, no packing, wins the smallest products).
+NumPy's OpenBLAS called the way ``gemm.matmul_tile`` calls it): 16 × 1024 × 256 at
+134-144 GFLOP/s against 74, 16 × 256 × 1024 at 114-127 against 74-138, 8 × 128 × 512 at
+95-134 against 104-162 (OpenBLAS's small-matrix kernel, no packing, wins the smallest
+products).
 
 Rows past the block's last (``B`` not a multiple of ``ROWS``) repeat the last row
 (their sums are computed and dropped); columns outside ``[c0, c1)`` and rows past the
