@@ -321,13 +321,13 @@ def fill(dst, value):
 # Gate blocks: a cell with G gates keeps rows of G·H values, [gate 0 | gate 1 | ...], and a
 # tile owns units j0 .. j1-1 of each block.  These run a row helper over the tile's part.
 @njit(inline="always", **KERNEL_OPTIONS)
-def matmul_gates(A, M, C, r0, r1, j0, j1, n_gates, product):
-    """``C[r, q·H + j] += (A[r] @ M)[q·H + j]`` for units ``j0 <= j < j1`` of each of ``n_gates``
-    blocks: one product when the tile holds every unit, one per gate block otherwise."""
-    H = C.shape[1] // n_gates
+def matmul_gates(A, M, C, r0, r1, j0, j1, H, q0, q1, product):
+    """``C[r, q·H + j] += (A[r] @ M)[q·H + j]`` for units ``j0 <= j < j1`` of gate blocks
+    ``q0 <= q < q1`` (each ``H`` wide): one product when the tile holds every unit, one per
+    gate block otherwise."""
     whole = j0 == 0 and j1 == H
-    span = n_gates * H if whole else j1 - j0          # columns per product
-    for q in range(1 if whole else n_gates):
+    span = (q1 - q0) * H if whole else j1 - j0          # columns per product
+    for q in range(q0, q0 + 1 if whole else q1):
         c0 = q * H + j0
         # one call site: every extra call of matmul_tile costs its own compilation
         matmul_tile(A, M, C, r0, r1, c0, c0 + span, product)

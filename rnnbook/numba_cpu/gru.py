@@ -14,12 +14,14 @@ steps is one GEMM, as for every cell (see ``bptt``).
 *Reset before the product* (``reset_after=False``, Cho et al.).  Two products per step,
 because the second one needs ``r``::
 
-    grz = h_{t-1} W_h{rz}^T + b_h{rz}               (B, 2H)   W_h{rz} = W_hh[:2H]
-    r = σ(gi_r + grz_r)    z = σ(gi_z + grz_z)    rh_t = r ⊙ h_{t-1}
-    n = tanh(gi_n + rh_t W_hn^T + b_hn)             W_hn = W_hh[2H:]
+    a_{r,z} = gi_{r,z} + h_{t-1} W_h{rz}^T + b_h{rz}    (B, 2H)   W_h{rz} = W_hh[:2H]
+    r = σ(a_r)    z = σ(a_z)    rh_t = r ⊙ h_{t-1}
+    n = tanh(a_n),   a_n = gi_n + rh_t W_hn^T + b_hn     W_hn = W_hh[2H:]
     h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
 
-  cache: ``acts`` = [r | z | n], ``rh (T, B, H)``.
+  Every part of ``b_hh`` is added to the matching part of ``gi``, so ``b_hh`` joins ``b_ih``
+  in the input projection, and both products add into ``G[t]`` in place, each into its
+  own gate columns of ``W_hh^T``.  cache: ``acts`` = [r | z | n], ``rh (T, B, H)``.
 
 Backward of one step (``a_r, a_z, a_n`` are the arguments of σ, σ, tanh)::
 
@@ -77,11 +79,11 @@ def _cell_forward_after(g, gh, h_prev, h, ghn, j0, j1):
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _forward_after_tile(acts, WT, b_hh, hs, ghn, gh, r0, r1, j0, j1, product, flags, me):
     """The whole recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (see ``bptt.run_tiles``)."""
-    n = flags.shape[0] // PAD
+    n, H = flags.shape[0] // PAD, hs.shape[2]
     for t in range(acts.shape[0]):
         for r in range(r0, r1):
             put_units(gh[r], b_hh, j0, j1, 3, False)
-        matmul_gates(hs[t], WT, gh, r0, r1, j0, j1, 3, product)    # gh = h_{t-1} W_hh^T + b_hh
+        matmul_gates(hs[t], WT, gh, r0, r1, j0, j1, H, 0, 3, product)    # gh = h_{t-1} W_hh^T + b_hh
         for r in range(r0, r1):
             _cell_forward_after(acts[t, r], gh[r], hs[t, r], hs[t + 1, r], ghn[t, r], j0, j1)
         arrive_and_wait(flags, me, n, t + 1)            # all of h_t is written before step t+1 reads it
@@ -149,49 +151,48 @@ def _backward_after_tile(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
 
 # ------------------------------------------------------------------ compiled: reset before the product
 @njit(inline="always", **KERNEL_OPTIONS)
-def _cell_gates_before(g, grz, h_prev, rh, j0, j1):
-    """One row, units ``j0 .. j1-1``: ``g[:2H]`` [gi_r|gi_z] becomes [r|z]; ``rh = r ⊙ h_prev``."""
+def _cell_gates_before(g, h_prev, rh, j0, j1):
+    """One row, units ``j0 .. j1-1``: ``g[:2H]`` [a_r|a_z] becomes [r|z]; ``rh = r ⊙ h_prev``."""
     H = h_prev.shape[0]
-    g_r, g_z, grz_r, grz_z = g[j0:j1], g[H + j0:H + j1], grz[j0:j1], grz[H + j0:H + j1]
+    g_r, g_z = g[j0:j1], g[H + j0:H + j1]
     h_prev, rh = h_prev[j0:j1], rh[j0:j1]                  # views, as in _cell_forward_after
     for j in range(j1 - j0):
-        r = sigmoid(g_r[j] + grz_r[j])
-        z = sigmoid(g_z[j] + grz_z[j])
+        r = sigmoid(g_r[j])
+        z = sigmoid(g_z[j])
         g_r[j], g_z[j] = r, z
         rh[j] = r * h_prev[j]
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _cell_update_before(g, gn, h_prev, h, j0, j1):
-    """One row, units ``j0 .. j1-1``: ``n = tanh(gi_n + gn)`` with ``gn = rh W_hn^T + b_hn``;
+def _cell_update_before(g, h_prev, h, j0, j1):
+    """One row, units ``j0 .. j1-1``: ``g[2H:]`` a_n becomes ``n = tanh(a_n)``;
     ``h = (1-z) n + z h_prev``."""
     H = h.shape[0]
     g_z, g_n = g[H + j0:H + j1], g[2 * H + j0:2 * H + j1]
-    gn, h_prev, h = gn[j0:j1], h_prev[j0:j1], h[j0:j1]     # views, as in _cell_forward_after
+    h_prev, h = h_prev[j0:j1], h[j0:j1]                    # views, as in _cell_forward_after
     for j in range(j1 - j0):
         z = g_z[j]
-        n = tanh(g_n[j] + gn[j])
+        n = tanh(g_n[j])
         h[j] = (1 - z) * n + z * h_prev[j]
         g_n[j] = n
 
 
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
-def _forward_before_tile(acts, WT_rz, WT_n, b_rz, b_n, hs, rh, grz, gn, r0, r1, j0, j1, product, flags, me):
+def _forward_before_tile(acts, WT, hs, rh, r0, r1, j0, j1, product, flags, me):
     """The recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1``: two products per step, so
     two barriers (the second product reads all of ``rh_t``, the next step all of ``h_t``).
-    ``b_rz (2H)``, ``b_n (H)`` are the two parts of ``b_hh``."""
-    n = flags.shape[0] // PAD
+
+    Both products add into ``G[t]`` (``acts``) in place, each into its own gate columns of
+    ``W_hh^T`` (``WT (H, 3H)``): ``b_hh`` is already in ``G`` (see ``forward``)."""
+    n, H = flags.shape[0] // PAD, hs.shape[2]
     for t in range(acts.shape[0]):
+        matmul_gates(hs[t], WT, acts[t], r0, r1, j0, j1, H, 0, 2, product)   # a_{r,z} = G[t] + h_{t-1} W_h{rz}^T
         for r in range(r0, r1):
-            put_units(grz[r], b_rz, j0, j1, 2, False)
-            put_units(gn[r], b_n, j0, j1, 1, False)
-        matmul_gates(hs[t], WT_rz, grz, r0, r1, j0, j1, 2, product)   # grz = h_{t-1} W_h{rz}^T + b_h{rz}
-        for r in range(r0, r1):
-            _cell_gates_before(acts[t, r], grz[r], hs[t, r], rh[t, r], j0, j1)
+            _cell_gates_before(acts[t, r], hs[t, r], rh[t, r], j0, j1)
         arrive_and_wait(flags, me, n, 2 * t + 1)        # all of rh_t is written before it is read
-        matmul_tile(rh[t], WT_n, gn, r0, r1, j0, j1, product)         # gn = rh_t W_hn^T + b_hn
+        matmul_gates(rh[t], WT, acts[t], r0, r1, j0, j1, H, 2, 3, product)   # a_n = G_n[t] + rh_t W_hn^T
         for r in range(r0, r1):
-            _cell_update_before(acts[t, r], gn[r], hs[t, r], hs[t + 1, r], j0, j1)
+            _cell_update_before(acts[t, r], hs[t, r], hs[t + 1, r], j0, j1)
         arrive_and_wait(flags, me, n, 2 * t + 2)        # all of h_t is written before step t+1 reads it
 
 
@@ -268,7 +269,9 @@ def forward(params, x, state0=None, **options):
     """Run over ``x (T, B, D)``: returns ``(y (T, B, H), (h_T,), cache)``."""
     opts, (T, B, D, H), dtype, state0 = check_forward_call(_spec, params, x, state0, options)
     W_ih, W_hh, b_ih, b_hh = bptt.contiguous(params, ("W_ih", "W_hh", "b_ih", "b_hh"))
-    acts = bptt.input_projection(x, W_ih, b_ih)                 # G = X W_ih^T + b_ih   (T, B, 3H)
+    # G = X W_ih^T + b_ih (T, B, 3H); reset before the product, every part of b_hh is added to
+    # the matching part of gi before its nonlinearity, so it joins b_ih here
+    acts = bptt.input_projection(x, W_ih, b_ih if opts["reset_after"] else b_ih + b_hh)
     hs = np.empty((T + 1, B, H), dtype)
     hs[0] = 0 if state0 is None else state0[0]
     cache = {"x": x, "acts": acts, "hs": hs, "options": opts, "shape": (T, B, H), "dtype": dtype}
@@ -279,11 +282,9 @@ def forward(params, x, state0=None, **options):
                        B, H, tiling)
         cache["ghn"] = ghn
     else:
-        rh, grz, gn = np.empty((T, B, H), dtype), np.empty((B, 2 * H), dtype), np.empty((B, H), dtype)
+        rh = np.empty((T, B, H), dtype)
         tiling = bptt.plan_tiles(B, H, 3 * H, T, H)
-        args = (acts, operand(W_hh[:2 * H].T, tiling.product), operand(W_hh[2 * H:].T, tiling.product),
-                np.ascontiguousarray(b_hh[:2 * H]), np.ascontiguousarray(b_hh[2 * H:]), hs, rh, grz, gn)
-        bptt.run_tiles(_forward_before_tile, args, B, H, tiling)
+        bptt.run_tiles(_forward_before_tile, (acts, operand(W_hh.T, tiling.product), hs, rh), B, H, tiling)
         cache["rh"] = rh
     return hs[1:], (hs[T].copy(),), cache
 

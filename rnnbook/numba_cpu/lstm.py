@@ -66,9 +66,9 @@ def _cell_forward(z, c_prev, h, c, j0, j1):
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _forward_tile(gates, WT, hs, cs, r0, r1, j0, j1, product, flags, me):
     """The whole recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (no Python between steps)."""
-    n = flags.shape[0] // PAD
+    n, H = flags.shape[0] // PAD, hs.shape[2]
     for t in range(gates.shape[0]):
-        matmul_gates(hs[t], WT, gates[t], r0, r1, j0, j1, 4, product)   # z_t = G[t] + h_{t-1} W_hh^T
+        matmul_gates(hs[t], WT, gates[t], r0, r1, j0, j1, H, 0, 4, product)   # z_t = G[t] + h_{t-1} W_hh^T
         for r in range(r0, r1):
             _cell_forward(gates[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r], j0, j1)
         arrive_and_wait(flags, me, n, t + 1)            # all of h_t is written before step t+1 reads it
