@@ -166,9 +166,9 @@ def plan_tiles(B: int, K: int, N: int, T: int, H: int) -> Tiling:
 
     Automatically: row blocks as in :func:`plan`; the product on plain loops below
     :data:`BLAS_MIN_MACS`, else on packed panels when every block has at least
-    :data:`PANEL_MIN_ROWS` rows, else on BLAS (on loops where NumPy carries no usable BLAS).  Never unit blocks: on the
-    development machine (a 2-vCPU VM) the unit split was slower at every size tried:
-    its barrier costs ~0.2 µs when both threads are on a core, but the second vCPU is
+    :data:`PANEL_MIN_ROWS` rows, else on BLAS (on loops where NumPy carries no usable BLAS).
+    Never unit blocks: on the development machine (a 2-vCPU VM) the unit split was slower
+    at every size tried: its barrier costs ~0.2 µs when both threads are on a core, but the second vCPU is
     often not, and then a step waits tens of microseconds (LSTM B=1 H=128 forward:
     3.6 µs/step on one thread, 4.4-38 µs/step on two unit blocks;
     ``benchmarks/README.md``).  Where cores are dedicated it can win -- each core then
@@ -210,19 +210,12 @@ def run_tiles(kernel, args, B: int, H: int, tiling: Tiling):
     so all of them must be running at once: the pool has a thread for each, and a
     lock keeps two such calls from queueing behind each other's spinning threads.
     """
-    rows = [(k * B // tiling.row_blocks, (k + 1) * B // tiling.row_blocks) for k in range(tiling.row_blocks)]
     units = unit_bounds(H, tiling.unit_blocks)
     flags = sync.new_flags(len(units))
-    jobs = [(r0, r1, j0, j1, tiling.product, flags, me)   # one unit block: the barrier is a no-op
-            for r0, r1 in rows for me, (j0, j1) in enumerate(units)]
+    jobs = [(*args, r0, r1, j0, j1, tiling.product, flags, me)   # one unit block: the barrier is a no-op
+            for r0, r1 in block_bounds(B, tiling.row_blocks) for me, (j0, j1) in enumerate(units)]
     with gemm.single_threaded_blas(), (_tile_lock if len(units) > 1 else contextlib.nullcontext()):
-        if len(jobs) == 1:
-            kernel(*args, *jobs[0])
-            return
-        others = [_thread_pool(len(jobs) - 1).submit(kernel, *args, *job) for job in jobs[1:]]
-        kernel(*args, *jobs[0])                           # this thread takes the first block
-        for f in others:
-            f.result()
+        in_parallel(kernel, jobs)
 
 
 def run(kernel, args, B, use_blas, n_chunks):
@@ -234,14 +227,21 @@ def run(kernel, args, B, use_blas, n_chunks):
     BLAS runs single-threaded inside (``gemm.single_threaded_blas``).
     """
     with gemm.single_threaded_blas():
-        if n_chunks <= 1:
-            kernel(*args, 0, B, use_blas)
-            return
-        bounds = [(k * B // n_chunks, (k + 1) * B // n_chunks) for k in range(n_chunks)]
-        others = [_thread_pool(n_chunks - 1).submit(kernel, *args, r0, r1, use_blas) for r0, r1 in bounds[1:]]
-        kernel(*args, *bounds[0], use_blas)               # this thread takes the first block
-        for f in others:
-            f.result()
+        in_parallel(kernel, [(*args, r0, r1, use_blas) for r0, r1 in block_bounds(B, n_chunks)])
+
+
+def block_bounds(R: int, n: int) -> list[tuple[int, int]]:
+    """``n`` blocks ``(r0, r1)`` of rows ``0 .. R-1``, as even as possible (some may be empty if ``n > R``)."""
+    return [(k * R // n, (k + 1) * R // n) for k in range(max(1, n))]
+
+
+def in_parallel(fn, jobs):
+    """``fn(*job)`` for every job at the same time: this thread takes the first, the pool the
+    others; returns when all are done (and raises what any of them raised)."""
+    others = [_thread_pool(len(jobs) - 1).submit(fn, *job) for job in jobs[1:]]
+    fn(*jobs[0])
+    for f in others:
+        f.result()
 
 
 _pool = None
@@ -273,12 +273,8 @@ def on_threads(part, R, macs):
     without it.  The pool here (that of :func:`run_tiles`) sleeps when idle.
     """
     n = max(1, min(numba.get_num_threads() if macs >= GEMM_MIN_MACS_FOR_THREADS else 1, R))
-    bounds = [(k * R // n, (k + 1) * R // n) for k in range(n)]
     with gemm.single_threaded_blas():
-        others = [_thread_pool(n - 1).submit(part, *b) for b in bounds[1:]] if n > 1 else []
-        part(*bounds[0])
-        for f in others:
-            f.result()
+        in_parallel(part, block_bounds(R, n))
 
 
 def matmul(A, M):
