@@ -5,6 +5,7 @@
     python benchmarks/interference.py --idle-cpu                         # do pools keep spinning after a call?
     OMP_WAIT_POLICY=PASSIVE python benchmarks/interference.py --idle-cpu --contenders torch
     python benchmarks/interference.py --predecessors                     # does the previous contender matter?
+    python benchmarks/interference.py --placement --configs lstm:256:8:128   # Numba after a pause, helpers kept off or not
 
 Builds a few configurations as ``cpu.py`` does (inputs and rnnbook weights from seed 0, the
 PyTorch module after ``torch.manual_seed(0)``) and, in this one process, with the method
@@ -18,7 +19,10 @@ PyTorch module after ``torch.manual_seed(0)``) and, in this one process, with th
   thread sleeps 10/50/200/500 ms, i.e. what helper threads spend spinning after the call;
 * ``--predecessors``: each contender timed right after one call of each contender (50 ms
   pause) and after one of its own with a 300 ms pause, the conditions shuffled within every
-  repetition so that a change of load reaches all of them alike.
+  repetition so that a change of load reaches all of them alike;
+* ``--placement``: the Numba backend alone, timed after a pause of 0, 20 or 100 ms and 0 or
+  1 untimed calls, with its helper threads kept off the caller's CPU
+  (``numba_cpu.workers.KEEP_OFF_CALLER``) and without; conditions shuffled as above.
 
 Results of 2026-11-25 and what they imply: ``results/interference-2026-11-25-*.md`` and
 ``benchmarks/README.md`` ("Method").
@@ -41,6 +45,8 @@ ap.add_argument("--idle-cpu", action="store_true",
 ap.add_argument("--predecessors", action="store_true",
                 help="instead: time each contender right after a call of each contender (50 ms pause) and "
                      "after a call of itself with a 300 ms pause, conditions shuffled within every repetition")
+ap.add_argument("--placement", action="store_true",
+                help="instead: the Numba backend after pauses, with and without its helpers kept off the caller's CPU")
 ap.add_argument("--configs", default="lstm:1024:1:32,rnn:256:8:128,gru:256:32:128",
                 help="comma-separated arch:T:B:H (D = H)")
 args = ap.parse_args()
@@ -53,7 +59,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cpu import make_runs  # noqa: E402  (the benchmark's contenders; cpu.py parses no arguments on import)
 
-contenders = args.contenders.split(",")
+contenders = ["numba"] if args.placement else args.contenders.split(",")
 
 
 def build(arch, T, B, D, H, seed=0):
@@ -91,6 +97,29 @@ for spec in args.configs.split(","):
         fns = {k: v[idx] for k, v in runs.items()}
         for f in fns.values():
             f()
+        if args.placement:
+            from rnnbook.numba_cpu import workers
+            rng = np.random.default_rng(1)
+            conds = [(pause, lead, keep) for pause in (0.0, 0.02, 0.1) for lead in (0, 1) for keep in (True, False)]
+            res = {c: [] for c in conds}
+            for _ in range(args.reps):
+                for i in rng.permutation(len(conds)):
+                    pause, lead, keep = conds[i]
+                    workers.KEEP_OFF_CALLER = keep
+                    for _ in range(1 + lead):      # the first settles the previous condition's placement
+                        fns["numba"]()
+                    time.sleep(pause)
+                    for _ in range(lead):
+                        fns["numba"]()
+                    t0 = time.perf_counter()
+                    fns["numba"]()
+                    res[conds[i]].append((time.perf_counter() - t0) / T * 1e6)
+            for (pause, lead, keep), v in res.items():
+                print(json.dumps({"config": f"{arch} B={B} H={H} T={T}", "mode": mode, "pause_ms": int(pause * 1e3),
+                                  "lead_in_calls": lead, "helpers_kept_off_caller": keep,
+                                  "median": round(float(np.median(v)), 2), "min": round(min(v), 2),
+                                  "max": round(max(v), 2)}), flush=True)
+            continue
         if args.predecessors:
             rng = np.random.default_rng(1)
             conds = [(p, t, 0.05) for t in fns for p in fns] + [(t, t, 0.3) for t in fns]

@@ -33,7 +33,8 @@ Two choices are made per call, by :func:`plan_tiles` for the cells with tile ker
   calls BLAS single-threaded (threading *inside* a small per-step GEMM would pay
   a wake-up and a barrier every step: measured 2-8x slower, and erratic, on a
   shared 2-core machine where a descheduled thread stalls every barrier).
-  The thread count is Numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``).
+  The thread count is Numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``); the
+  threads and where they run are ``workers.py``'s.
 
 The GEMMs of phases 1 and 3 run on the same threads (:func:`on_threads`): rows of
 the product split over them, each part a single-threaded BLAS call.  OpenBLAS's own
@@ -60,7 +61,6 @@ in ``dZ``.  So BPTT(k) costs ``T·k`` recurrent steps but no extra GEMMs.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 import threading
@@ -71,6 +71,7 @@ import numpy as np
 
 from ..checks import check_window
 from . import gemm, sync
+from .workers import in_parallel
 
 #: per-step multiply-adds (rows × K × N) from which the BLAS path is used.  Measured on the
 #: development machine (OpenBLAS SkylakeX kernels, 2 cores): BLAS's small-matrix GEMM is 2-3x
@@ -233,27 +234,6 @@ def run(kernel, args, B, use_blas, n_chunks):
 def block_bounds(R: int, n: int) -> list[tuple[int, int]]:
     """``n`` blocks ``(r0, r1)`` of rows ``0 .. R-1``, as even as possible (some may be empty if ``n > R``)."""
     return [(k * R // n, (k + 1) * R // n) for k in range(max(1, n))]
-
-
-def in_parallel(fn, jobs):
-    """``fn(*job)`` for every job at the same time: this thread takes the first, the pool the
-    others; returns when all are done (and raises what any of them raised)."""
-    others = [_thread_pool(len(jobs) - 1).submit(fn, *job) for job in jobs[1:]]
-    fn(*jobs[0])
-    for f in others:
-        f.result()
-
-
-_pool = None
-
-
-def _thread_pool(n_jobs):
-    """The worker threads, at least ``n_jobs`` of them (one per block besides the caller's)."""
-    global _pool
-    n = max(1, numba.get_num_threads() - 1, n_jobs)
-    if _pool is None or _pool._max_workers < n:
-        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="rnnbook-numba")
-    return _pool
 
 
 #: multiply-adds from which a GEMM of phases 1 and 3 is split over the threads (below it one

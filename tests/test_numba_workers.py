@@ -1,0 +1,114 @@
+"""The Numba backend's helper threads (``numba_cpu/workers.py``): who runs which job, errors,
+and the CPUs the helpers are allowed before they are woken."""
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+pytest.importorskip("numba")
+from rnnbook.numba_cpu import workers  # noqa: E402
+
+HAS_AFFINITY = hasattr(os, "sched_getaffinity") and workers.current_cpu() is not None
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 5), seed=st.integers(0, 2**31 - 1))
+def test_every_job_runs_once_each_on_its_own_thread(n, seed):
+    jobs = [(k, seed + k) for k in range(n)]
+    ran, lock = [], threading.Lock()
+
+    def fn(k, value):
+        time.sleep(0.001 * (seed % 3))          # helpers must all be running at once, not take turns
+        with lock:
+            ran.append((k, value, threading.get_ident()))
+
+    workers.in_parallel(fn, jobs)
+    assert sorted((k, v) for k, v, _ in ran) == jobs
+    threads = {k: tid for k, _, tid in ran}
+    assert threads[0] == threading.get_ident()                 # the caller takes the first job
+    assert len(set(threads.values())) == n                     # the others one helper each
+    pool = workers.helpers(0)
+    assert all(threads[k] == pool.threads[k - 1].ident for k in range(1, n))
+
+
+def test_jobs_that_wait_for_each_other_do_not_deadlock():
+    """The unit split's barrier needs every block running at once: job k waits for all."""
+    n = 4
+    barrier = threading.Barrier(n, timeout=10)
+    workers.in_parallel(lambda k: barrier.wait(), [(k,) for k in range(n)])
+
+
+@pytest.mark.parametrize("failing", [0, 2])
+def test_an_error_in_any_job_reaches_the_caller_after_all_have_ended(failing):
+    finished = []
+
+    def fn(k):
+        if k == failing:
+            raise ValueError(f"job {k}")
+        time.sleep(0.02)
+        finished.append(k)
+
+    with pytest.raises(ValueError, match=f"job {failing}"):
+        workers.in_parallel(fn, [(k,) for k in range(3)])
+    assert sorted(finished) == [k for k in range(3) if k != failing]
+    workers.in_parallel(lambda k: None, [(k,) for k in range(3)])    # the helpers still serve
+
+
+def test_the_pool_grows_and_the_old_helpers_end():
+    small = workers.helpers(1)
+    big = workers.helpers(len(small) + 2)
+    assert len(big) >= len(small) + 2 and workers.helpers(1) is big
+    if big is not small:
+        for t in small.threads:
+            t.join(timeout=5)
+            assert not t.is_alive()
+
+
+@pytest.mark.skipif(not HAS_AFFINITY or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs sched_getcpu/sched_setaffinity and two CPUs")
+def test_helpers_are_kept_off_the_callers_cpu(monkeypatch):
+    seen = []
+    real = workers.current_cpu
+    monkeypatch.setattr(workers, "current_cpu", lambda: seen.append(real()) or seen[-1])
+    allowed = os.sched_getaffinity(0)
+    got = {}
+
+    def fn(k):
+        if k:
+            got[k] = os.sched_getaffinity(0)
+
+    workers.in_parallel(fn, [(k,) for k in range(3)])
+    assert len(seen) == 1 and seen[0] in allowed
+    assert got == {1: allowed - {seen[0]}, 2: allowed - {seen[0]}}
+
+
+def test_a_single_allowed_cpu_is_shared_not_emptied():
+    """A caller pinned to one CPU (``taskset -c 0``): the helpers get that CPU, nothing else."""
+    if not HAS_AFFINITY:
+        pytest.skip("needs sched_getcpu/sched_setaffinity")
+    cpu = min(os.sched_getaffinity(0))
+    code = (
+        "import os\n"
+        f"os.sched_setaffinity(0, {{{cpu}}})\n"
+        "from rnnbook.numba_cpu import workers\n"
+        "got = {}\n"
+        "def fn(k):\n"
+        "    got[k] = os.sched_getaffinity(0)\n"
+        "workers.in_parallel(fn, [(0,), (1,)])\n"
+        f"assert got == {{0: {{{cpu}}}, 1: {{{cpu}}}}}, got\n"
+        "assert workers.KEEP_OFF_CALLER\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_without_affinity_the_jobs_still_run(monkeypatch):
+    monkeypatch.setattr(workers, "KEEP_OFF_CALLER", False)
+    out = []
+    workers.in_parallel(lambda k: out.append(k), [(k,) for k in range(3)])
+    assert sorted(out) == [0, 1, 2]
