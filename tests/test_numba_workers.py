@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -112,3 +113,42 @@ def test_without_affinity_the_jobs_still_run(monkeypatch):
     out = []
     workers.in_parallel(lambda k: out.append(k), [(k,) for k in range(3)])
     assert sorted(out) == [0, 1, 2]
+
+
+@settings(max_examples=30, deadline=None)
+@given(value=st.integers(-5, 5), target=st.integers(-5, 5), spins=st.integers(1, 50))
+def test_spin_until_reports_whether_the_counter_got_there(value, target, spins):
+    counters = np.zeros(3 * workers.PAD, np.int64)
+    counters[workers.PAD] = value
+    assert workers.spin_until(counters, workers.PAD, target, spins) == (value >= target)
+
+
+@pytest.mark.parametrize("spins", ["one round", "long"])
+def test_helpers_take_jobs_whether_spinning_or_asleep(spins):
+    """A job queued while its helper spins is seen at the bell; one queued after the helper
+    has gone to sleep wakes it through the queue.  Either way the counters end equal."""
+    pool = workers.helpers(2)
+    saved = pool.spins
+    pool.spins = 1 if spins == "one round" else 10 * saved
+    try:
+        for pause in (0.0, 0.03):
+            time.sleep(pause)                      # with one round the helpers are asleep by now
+            out = []
+            workers.in_parallel(lambda k: out.append(k), [(k,) for k in range(3)])
+            assert sorted(out) == [0, 1, 2]
+    finally:
+        pool.spins = saved
+    for k in range(2):
+        assert pool.done[k * workers.PAD] == pool.bells[k * workers.PAD] > 0
+
+
+def test_spin_time_comes_from_the_environment():
+    code = ("from rnnbook.numba_cpu import workers\n"
+            "print(workers.SPIN_SECONDS, workers.helpers(1).spins)\n")
+    env = dict(os.environ, RNNBOOK_SPIN_US="0")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0.0", "1"]
+    env["RNNBOOK_SPIN_US"] = "-3"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode != 0 and "RNNBOOK_SPIN_US must be a number of microseconds >= 0" in out.stderr
