@@ -1,11 +1,13 @@
-"""The packed-panel product of the Numba backend (``numba_cpu/panels.py``).
+"""The packed-panel product of the Numba backend (``numba_cpu/panels.py``), and BLAS's column panels.
 
 The layout of ``pack``, and ``gemm.matmul_tile(..., PANELS)`` against a float64 product
 on random tiles: any rows ``r0 .. r1-1`` (not a multiple of the kernel's rows), any
 columns ``c0 .. c1-1`` (not on panel edges), ``A`` wider than ``K`` and with a row
 stride, and nothing outside the tile touched.  The host's vector width is what the
 backend uses; subprocesses compile for AVX2 and SSE-only CPUs (Numba's target settings) and
-repeat the check with those narrower shapes.
+repeat the check with those narrower shapes.  The BLAS path of ``matmul_tile`` cuts a
+few-row product above OpenBLAS's small-matrix limit into column panels
+(``gemm.blas_panel_width``); the same tile check runs there.
 """
 import os
 import platform
@@ -41,8 +43,8 @@ def test_pack_layout(dtype):
     assert panels.panel_width(dtype) == panels.VECTORS * panels.VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-def check_tile(B, K, N, r0, r1, c0, c1, extra, dtype, seed):
-    """``matmul_tile(..., PANELS)`` on one tile against float64.  ``A`` has ``extra`` NaN columns
+def check_tile(B, K, N, r0, r1, c0, c1, extra, dtype, seed, product=gemm.PANELS):
+    """``matmul_tile(..., product)`` on one tile against float64.  ``A`` has ``extra`` NaN columns
     past ``K`` and ``C`` is a view, ``extra + 1`` columns short of its rows' stride, into a
     NaN-filled buffer with a NaN row after it: a read past ``K`` or a write outside the tile
     (into the margins or the next row) shows as NaN or as a changed value."""
@@ -55,7 +57,7 @@ def check_tile(B, K, N, r0, r1, c0, c1, extra, dtype, seed):
     C = buffer[:B, :N]
     C[...] = rng.standard_normal((B, N))
     before = buffer.copy()
-    gemm.matmul_tile(A, gemm.operand(M, gemm.PANELS), C, r0, r1, c0, c1, gemm.PANELS)
+    gemm.matmul_tile(A, gemm.operand(M, product), C, r0, r1, c0, c1, product)
     ref = before[:B, :N].astype(np.float64)
     ref[r0:r1, c0:c1] += A[r0:r1].astype(np.float64) @ M[:, c0:c1].astype(np.float64)
     scale = max(1.0, np.abs(ref).max()) * np.sqrt(K)
@@ -85,6 +87,49 @@ def test_panel_product_fixed_shapes(dtype):
     check_tile(rows, 64, 256, 0, rows, 0, 256, 0, dtype, 3)            # whole panels, whole blocks
     check_tile(5, 3, 40, 0, 5, 16, 32, 0, dtype, 4)                     # one unit block of a gate
     check_tile(4, 6, 9, 2, 2, 0, 9, 0, dtype, 5)                        # empty row range: no-op
+
+
+@given(rows=st.integers(1, 64), K=st.integers(1, 4096), cols=st.integers(1, 4096))
+def test_blas_column_panels_stay_under_the_small_matrix_limit(rows, K, cols):
+    width = gemm.blas_panel_width(rows, K, cols)
+    if width == cols:                     # one call: small enough, or no panel of MIN_PANEL fits
+        assert rows * K * cols <= gemm.SMALL_GEMM_MNK or \
+            min(gemm.MAX_PANEL, gemm.SMALL_GEMM_MNK // (rows * K)) // 16 * 16 < gemm.MIN_PANEL
+        return
+    n_panels = -(-cols // width)
+    assert width % 16 == 0 and gemm.MIN_PANEL <= width <= gemm.MAX_PANEL
+    assert rows * K * width <= gemm.SMALL_GEMM_MNK                    # each call stays unpacked
+    fewest = -(-cols // (min(gemm.MAX_PANEL, gemm.SMALL_GEMM_MNK // (rows * K)) // 16 * 16))
+    assert n_panels == fewest                                         # no more calls than needed
+    assert cols - (n_panels - 1) * width > width - 16 * n_panels      # the last panel is not a sliver
+
+
+def test_blas_panels_even_out_the_columns():
+    assert gemm.blas_panel_width(4, 1024, 256) == 128                 # not 240 + 16
+    assert gemm.blas_panel_width(4, 256, 1024) == 256
+    assert gemm.blas_panel_width(4, 128, 512) == 512                  # under the limit: one call
+
+
+@pytest.mark.skipif(not gemm.HAVE_BLAS, reason="NumPy carries no usable BLAS")
+@settings(max_examples=12, deadline=None)
+@given(data=st.data(), K=st.integers(260, 1100), N=st.integers(250, 420), extra=st.integers(0, 2),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_blas_product_in_column_panels(data, K, N, extra, dtype, seed):
+    B = data.draw(st.integers(4, 9))
+    r0 = data.draw(st.integers(0, B - 4))
+    r1 = data.draw(st.integers(r0 + 4, B))
+    c0 = data.draw(st.integers(0, 17))
+    c1 = data.draw(st.integers(N - 17, N))
+    if (r1 - r0) * K * (c1 - c0) > gemm.SMALL_GEMM_MNK:
+        assert gemm.blas_panel_width(r1 - r0, K, c1 - c0) < c1 - c0   # really in panels
+    check_tile(B, K, N, r0, r1, c0, c1, extra, dtype, seed, product=gemm.BLAS)
+
+
+@pytest.mark.skipif(not gemm.HAVE_BLAS, reason="NumPy carries no usable BLAS")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blas_product_fixed_panelled_shapes(dtype):
+    check_tile(8, 1024, 256, 0, 4, 0, 256, 1, dtype, 7, product=gemm.BLAS)    # the LSTM B=8 H=256 backward tile
+    check_tile(9, 700, 400, 2, 8, 5, 391, 2, dtype, 8, product=gemm.BLAS)
 
 
 def test_operand_is_the_matrix_unless_panels():
