@@ -136,9 +136,10 @@ def test_threaded_row_blocks_are_used_and_agree(monkeypatch, strategy):
     try:
         numba.set_num_threads(2)
         with bptt.strategy("loops"):
-            assert bptt.plan(8, 16, 64, 1000) == (False, 2)
-            assert bptt.plan(8, 16, 64, 10) == (False, 1)          # too little work to hand off
-            assert bptt.plan(3, 16, 64, 1000) == (False, 1)        # fewer than two rows per thread
+            enough = -(-bptt.MIN_MACS_FOR_THREADS // (8 * 16 * 64))   # steps that make it pay
+            assert bptt.plan(8, 16, 64, enough) == (False, 2)
+            assert bptt.plan(8, 16, 64, enough - 1) == (False, 1)  # too little work to hand off
+            assert bptt.plan(3, 16, 64, enough) == (False, 1)      # fewer than two rows per thread
             monkeypatch.setattr(bptt, "MIN_MACS_FOR_THREADS", 0)   # so that this small case splits
             assert bptt.plan(8, 6, 24, 5) == (False, 2)
         with bptt.strategy(strategy):

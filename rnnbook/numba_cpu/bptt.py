@@ -80,8 +80,12 @@ from .workers import in_parallel
 BLAS_MIN_MACS = 1 << 14
 #: the row-block kernels run on several threads only with at least this many rows per thread ...
 MIN_ROWS_PER_THREAD = 2
-#: ... and this much work in the whole sequence (multiply-adds), so the hand-off pays
-MIN_MACS_FOR_THREADS = 1 << 20
+#: ... and this much work in the whole sequence (multiply-adds), so the hand-off pays.  A
+#: hand-off costs ~0.1 ms on the development VM (``workers.py``: the helper and the caller
+#: each wait once for the GIL, and a waiting thread's idle vCPU takes ~45 µs to wake);
+#: measured training steps, one row block vs two: RNN B=4 H=64 T=256 (4.2 M multiply-adds
+#: in the recurrence) 3.40 vs 4.04 µs/step, LSTM B=4 H=64 (16.8 M) 11.2 vs 10.0
+MIN_MACS_FOR_THREADS = 1 << 23
 
 def _check_strategy(name, source="strategy"):
     if name not in ("auto", "loops", "blas", "panels"):
@@ -237,8 +241,11 @@ def block_bounds(R: int, n: int) -> list[tuple[int, int]]:
 
 
 #: multiply-adds from which a GEMM of phases 1 and 3 is split over the threads (below it one
-#: thread does it: a hand-off to the pool costs tens of microseconds)
-GEMM_MIN_MACS_FOR_THREADS = 1 << 22
+#: thread does it: a hand-off costs ~0.1 ms on the development VM, see
+#: :data:`MIN_MACS_FOR_THREADS`).  Measured, one thread vs two: input projection 1024×32×128
+#: (4.2 M) 111 vs 156 µs, 1024×64×256 (16.8 M) 233 vs 234 µs, 2048×64×256 (33.6 M) 443 vs
+#: 332 µs; the LSTM B=1 H=32 T=1024 training step 2.05 -> 1.76 µs/step when it went from 2²² to 2²⁴
+GEMM_MIN_MACS_FOR_THREADS = 1 << 24
 
 
 def on_threads(part, R, macs):
