@@ -73,11 +73,13 @@ from ..checks import check_window
 from . import gemm, sync
 from .workers import in_parallel
 
-#: per-step multiply-adds (rows × K × N) from which the BLAS path is used.  Measured on the
-#: development machine (OpenBLAS SkylakeX kernels, 2 cores): BLAS's small-matrix GEMM is 2-3x
-#: faster than the loop from B >= 4 on and equal to it for a single row; below this size the
-#: call itself is what costs.
-BLAS_MIN_MACS = 1 << 14
+#: per-step multiply-adds (rows × K × N) from which the BLAS path is used instead of the
+#: compiled loops.  Measured on the development machine (OpenBLAS SkylakeX kernels, aligned
+#: operands), training step in µs/step, BLAS vs loops: LSTM B=1 H=32 1.4 vs 1.8, RNN B=1 H=32
+#: 0.7 vs 0.8, RNN B=8 H=32 3.6 vs 5.6, LSTM B=4 H=32 4.4 vs 6.7, the row kernels alike (LSTM
+#: with peepholes B=1 H=32 1.86 vs 2.12); equal from RNN B=1 H=8 (64 multiply-adds) down.
+#: (It was 2¹⁴, from measurements made before the weight operands were aligned.)
+BLAS_MIN_MACS = 1 << 8
 #: the row-block kernels run on several threads only with at least this many rows per thread ...
 MIN_ROWS_PER_THREAD = 2
 #: ... and this much work in the whole sequence (multiply-adds), so the hand-off pays.  A
