@@ -118,9 +118,10 @@ def _backward_after_tile(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
 
     ``dGI[t] (B, 3H)`` receives the chains' ``dgi = [da_r|da_z|da_n]`` at step t, ``dGH[t] (B, H)``
     only their ``dgh_n = da_n ⊙ r`` (the r, z columns of ``dgh`` are those of ``dgi``, see the
-    module docstring); the first chain to reach step t stores, any later one adds
-    (``gemm.put_units``).  ``dgi (B, 3H)`` is per-step scratch; ``dgh (2, B, 3H)``, the
-    operand of the product, is double-buffered as ``dz`` is in ``lstm._backward_tile``.
+    module docstring).  The first chain to reach step t writes its ``dgi`` straight into
+    ``dGI[t]`` and stores ``dgh_n``; a later one writes ``dgi`` into the per-step scratch
+    ``dgi (B, 3H)`` and adds both (``gemm.put_units``).  ``dgh (2, B, 3H)``, the operand of
+    the product, is double-buffered as ``dz`` is in ``lstm._backward_tile``.
     """
     T = dy.shape[0]
     H = dh.shape[1]
@@ -135,12 +136,15 @@ def _backward_after_tile(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
                 fill_units(dh[r], 0, j0, j1)
         for t in range(s, lo - 1, -1):
             buf = dgh[passed % 2]
+            again = revisits(chains, c, t)
+            gi = dgi if again else dGI[t]                    # the first chain writes into dGI[t] itself
             for r in range(r0, r1):
                 if inject_all or t == s:
                     put_units(dh[r], dy[t, r], j0, j1, 1, True)          # y_t = h_t
-                _cell_backward_after(acts[t, r], ghn[t, r], hs[t, r], dh[r], dgi[r], buf[r], j0, j1)
-                put_units(dGI[t, r], dgi[r], j0, j1, 3, revisits(chains, c, t))               # gi = x W_ih^T + b_ih
-                put_units(dGH[t, r], buf[r, 2 * H:], j0, j1, 1, revisits(chains, c, t))       # gh_n = h_prev W_hn^T + b_hn
+                _cell_backward_after(acts[t, r], ghn[t, r], hs[t, r], dh[r], gi[r], buf[r], j0, j1)
+                if again:
+                    put_units(dGI[t, r], gi[r], j0, j1, 3, True)                   # gi = x W_ih^T + b_ih
+                put_units(dGH[t, r], buf[r, 2 * H:], j0, j1, 1, again)              # gh_n = h_prev W_hn^T + b_hn
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of dgh_t is written before it is read
             matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, product)    # dh_{t-1} += dgh W_hh
@@ -232,7 +236,9 @@ def _backward_before_tile(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
     [da_r|da_z|da_n] and ``dan (2, B, H)`` = da_n, both double-buffered by step (each is read
     by every thread's product after a barrier).
 
-    ``dGI[t]`` receives the chains' ``dgi`` at step t as in ``_backward_after_tile``.
+    ``dGI[t]`` receives the chains' ``dgi`` at step t as in ``_backward_after_tile``: the
+    first chain's directly (it is then also the operand of the second product), a later
+    one's through ``dgi`` and an add.
     """
     T = dy.shape[0]
     n = flags.shape[0] // PAD
@@ -245,7 +251,8 @@ def _backward_before_tile(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
             else:
                 fill_units(dh[r], 0, j0, j1)
         for t in range(s, lo - 1, -1):
-            gi, an = dgi[passed % 2], dan[passed % 2]
+            again = revisits(chains, c, t)                   # the first chain writes into dGI[t] itself
+            gi, an = dgi[passed % 2] if again else dGI[t], dan[passed % 2]
             for r in range(r0, r1):
                 if inject_all or t == s:
                     put_units(dh[r], dy[t, r], j0, j1, 1, True)          # y_t = h_t
@@ -255,7 +262,8 @@ def _backward_before_tile(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
             matmul_tile(an, W_n, drh, r0, r1, j0, j1, product)            # d(rh) = da_n W_hn
             for r in range(r0, r1):
                 _cell_backward_before_2(acts[t, r], hs[t, r], drh[r], dh[r], gi[r], j0, j1)
-                put_units(dGI[t, r], gi[r], j0, j1, 3, revisits(chains, c, t))        # gi = x W_ih^T + b_ih
+                if again:
+                    put_units(dGI[t, r], gi[r], j0, j1, 3, True)                   # gi = x W_ih^T + b_ih
             arrive_and_wait(flags, me, n, 2 * passed + 2)    # all of da_r is written before it is read
             matmul_tile(gi, W_rz, dh, r0, r1, j0, j1, product)   # dh_{t-1} += [da_r|da_z] W_h{rz} (K = 2H: reads gi[:, :2H])
             passed += 1

@@ -104,9 +104,11 @@ def _backward_tile(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_a
     every step (full BPTT is the single chain ``(T-1, 0)``).  A chain that ends at
     step 0 adds what is left into ``dh0, dc0`` (the gradient on the initial state).
 
-    The first chain to reach step t stores into ``dZ[t]``, later ones add (``gemm.put_units``).
-    ``dz (2, B, 4H)`` is double-buffered: with unit blocks, the product at step t reads
-    every thread's ``dz_t`` while a faster thread may already write ``dz_{t-1}``.
+    The first chain to reach step t writes its gate gradients straight into ``dZ[t]`` and
+    the product reads them there.  A later chain (BPTT(k) only) writes them into ``dz``
+    and adds them into ``dZ[t]`` (``gemm.put_units``): its product needs its own ``dz_t``,
+    not the sum.  ``dz (2, B, 4H)`` is double-buffered: with unit blocks, the product at
+    step t reads every thread's ``dz_t`` while a faster thread may already write ``dz_{t-1}``.
     """
     T = gates.shape[0]
     n = flags.shape[0] // PAD
@@ -121,12 +123,14 @@ def _backward_tile(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_a
                 fill_units(dh[r], 0, j0, j1)
                 fill_units(dc[r], 0, j0, j1)
         for t in range(s, lo - 1, -1):
-            buf = dz[passed % 2]
+            again = revisits(chains, c, t)
+            buf = dz[passed % 2] if again else dZ[t]
             for r in range(r0, r1):
                 if inject_all or t == s:
                     put_units(dh[r], dy[t, r], j0, j1, 1, True)          # y_t = h_t
                 _cell_backward(gates[t, r], cs[t, r], cs[t + 1, r], dh[r], dc[r], buf[r], j0, j1)
-                put_units(dZ[t, r], buf[r], j0, j1, 4, revisits(chains, c, t))
+                if again:
+                    put_units(dZ[t, r], buf[r], j0, j1, 4, True)
                 fill_units(dh[r], 0, j0, j1)
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of dz_t is written before it is read

@@ -65,7 +65,8 @@ def _cell_backward(h, dh, da, use_relu, j0, j1):
 def _backward_tile(hs, W_hh, dy, dstate_h, use_relu, chains, inject_all, dA, da, dh, dh0,
                    r0, r1, j0, j1, product, flags, me):
     """Backward chains for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (see ``lstm._backward_tile``
-    for ``chains`` and the double-buffered ``da (2, B, H)``)."""
+    for ``chains``, the first chain's writes straight into ``dA[t]`` and the double-buffered
+    ``da (2, B, H)`` of the others)."""
     T = dy.shape[0]
     n = flags.shape[0] // PAD
     passed = 0
@@ -77,12 +78,14 @@ def _backward_tile(hs, W_hh, dy, dstate_h, use_relu, chains, inject_all, dA, da,
             else:
                 fill_units(dh[r], 0, j0, j1)
         for t in range(s, lo - 1, -1):
-            buf = da[passed % 2]
+            again = revisits(chains, c, t)                   # the first chain writes into dA[t] itself
+            buf = da[passed % 2] if again else dA[t]
             for r in range(r0, r1):
                 if inject_all or t == s:
                     put_units(dh[r], dy[t, r], j0, j1, 1, True)          # y_t = h_t
                 _cell_backward(hs[t + 1, r], dh[r], buf[r], use_relu, j0, j1)
-                put_units(dA[t, r], buf[r], j0, j1, 1, revisits(chains, c, t))     # first chain stores
+                if again:
+                    put_units(dA[t, r], buf[r], j0, j1, 1, True)
                 fill_units(dh[r], 0, j0, j1)
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of da_t is written before it is read
