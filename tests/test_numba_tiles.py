@@ -195,3 +195,53 @@ def test_single_threaded_blas_nests_across_threads():
         assert get() == 2
     finally:
         put(old)
+
+
+@settings(max_examples=20, deadline=None)
+@given(R=st.integers(1, 30), K=st.integers(1, 20), N=st.integers(1, 20), threads=st.integers(1, 3),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_gemms_queued_together_run_once_at_the_end(R, K, N, threads, dtype, seed):
+    """Inside ``bptt.together()`` the phase GEMMs are only queued: their arrays are filled when the
+    block ends, all with one hand-off, and equal what the same calls give one by one."""
+    rng = np.random.default_rng(seed)
+    dZ = rng.standard_normal((R, 2, N)).astype(dtype)
+    x = rng.standard_normal((R, 2, K)).astype(dtype)
+    W = rng.standard_normal((N, K)).astype(dtype)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bptt, "GEMM_MIN_MACS_FOR_THREADS", 0)
+        mp.setattr(numba, "get_num_threads", lambda: threads)
+        alone = (bptt.weight_gradient(dZ, x), bptt.bias_gradient(dZ), bptt.input_gradient(dZ, W))
+        calls = []
+        real = bptt.in_parallel
+        mp.setattr(bptt, "in_parallel", lambda fn, jobs: calls.append(len(jobs)) or real(fn, jobs))
+        with bptt.together():
+            queued = (bptt.weight_gradient(dZ, x), bptt.bias_gradient(dZ), bptt.input_gradient(dZ, W))
+            with bptt.together():                        # a block inside a block joins it
+                inner = bptt.weight_gradient(dZ, x)
+            assert calls == []                           # nothing has run yet
+        assert calls == [threads]                        # then all of it, one hand-off
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for got, ref in zip(queued + (inner,), alone + (alone[0],)):
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * max(1.0, np.abs(ref).max()))
+
+
+def test_together_runs_nothing_after_an_error():
+    ran = []
+    with pytest.raises(RuntimeError, match="stop"):
+        with bptt.together():
+            bptt.on_threads(lambda r0, r1: ran.append((r0, r1)), 4, 1)
+            raise RuntimeError("stop")
+    assert ran == []
+    bptt.on_threads(lambda r0, r1: ran.append((r0, r1)), 4, 1)      # and nothing stays queued
+    assert ran == [(0, 4)]
+
+
+def test_together_is_per_python_thread():
+    """A block in one Python thread does not queue another thread's GEMMs."""
+    import threading
+    done = []
+    with bptt.together():
+        t = threading.Thread(target=lambda: bptt.on_threads(lambda r0, r1: done.append(r1), 3, 1))
+        t.start()
+        t.join(20)
+        assert done == [3]

@@ -250,20 +250,63 @@ def block_bounds(R: int, n: int) -> list[tuple[int, int]]:
 GEMM_MIN_MACS_FOR_THREADS = 1 << 24
 
 
-def on_threads(part, R, macs):
+def on_threads(part, R, macs, then=None):
     """Run ``part(r0, r1)`` over row blocks covering ``0 .. R-1``: one per thread of the backend
-    when the job (``macs`` multiply-adds) is big enough, with BLAS single-threaded inside.
+    when the job (``macs`` multiply-adds) is big enough, with BLAS single-threaded inside;
+    then ``then()`` (if given) on this thread.  Inside :func:`together` the job is only
+    queued, and runs with the others of the block when it ends.
 
     Why not let OpenBLAS thread each call itself: after a threaded call its workers keep
     spinning for about 0.1 s (its ``THREAD_TIMEOUT``), and a recurrence started in that time
     finds one of its own threads sharing a core with a spinning worker.  Measured on the
     development machine (LSTM B=32 H=256, two threads): after an OpenBLAS-threaded input
     projection, the recurrence ran no faster on two row blocks than on one, and 1.8x faster
-    without it.  The pool here (that of :func:`run_tiles`) sleeps when idle.
+    without it.  The helper threads (``workers.py``) sleep when idle.
     """
-    n = max(1, min(numba.get_num_threads() if macs >= GEMM_MIN_MACS_FOR_THREADS else 1, R))
+    queued = getattr(_together, "jobs", None)
+    if queued is not None:
+        queued.append((part, R, macs, then))
+        return
+    _run_jobs([(part, R, macs, then)])
+
+
+def _run_jobs(jobs):
+    """The jobs of :func:`on_threads` with one hand-off: thread ``k`` runs block ``k`` of each
+    job that is big enough to split, the caller also every job that is not; then each ``then``."""
+    n = numba.get_num_threads() if sum(macs for _, _, macs, _ in jobs) >= GEMM_MIN_MACS_FOR_THREADS else 1
+
+    def thread(k):
+        for part, R, macs, _ in jobs:
+            m = max(1, min(n, R))
+            if k < m:
+                part(*block_bounds(R, m)[k])
     with gemm.single_threaded_blas():
-        in_parallel(part, block_bounds(R, n))
+        in_parallel(thread, [(k,) for k in range(n)])
+    for _, _, _, then in jobs:
+        if then is not None:
+            then()
+
+
+_together = threading.local()
+
+
+@contextlib.contextmanager
+def together():
+    """Inside the block, the GEMMs of :func:`on_threads` are queued; they all run when it ends,
+    with a single hand-off to the threads (each a cost of ~0.1 ms on the development VM, see
+    :data:`MIN_MACS_FOR_THREADS`).  The arrays they return are filled only then: read them
+    after the block.  The cells put the weight, bias and input gradients of the backward pass
+    in one such block (LSTM B=8 H=128 T=256 training step: four hand-offs become one).
+    """
+    if getattr(_together, "jobs", None) is not None:      # already inside one: join it
+        yield
+        return
+    _together.jobs = jobs = []
+    try:
+        yield
+    finally:
+        _together.jobs = None
+    _run_jobs(jobs)
 
 
 def matmul(A, M):
@@ -323,11 +366,15 @@ def bias_gradient(dZ):
     T, B, G = dZ.shape
     rows = dZ.reshape(T * B, G)
     parts = {}
+    out = np.empty(G, dZ.dtype)
 
     def part(r0, r1):
         parts[r0] = rows[r0:r1].sum(axis=0)
-    on_threads(part, T * B, T * B * G)
-    return sum(parts[k] for k in sorted(parts))
+
+    def total():
+        out[:] = sum(parts[k] for k in sorted(parts))
+    on_threads(part, T * B, T * B * G, then=total)
+    return out
 
 
 @numba.njit(inline="always")

@@ -37,8 +37,8 @@ Backward of one step (``a_r, a_z, a_n`` are the arguments of σ, σ, tanh)::
 
   The r and z columns of ``dgh`` are those of ``dgi`` (gi and gh enter σ through the same sum),
   so the reset-after loop stores only ``dgi`` and ``dgh_n``: ``dGI (T, B, 3H)``, ``dGH_n (T, B, H)``.
-  Once dW_ih, db_ih and dx are taken from ``dGI``, its n columns are overwritten with ``dGH_n``,
-  which makes it ``dGH``, and dW_hh is again one GEMM.  (Storing all of ``dgh`` as well made the
+  dW_hh is then two GEMMs, ``Σ [da_r|da_z]^T h_prev`` on the first 2H columns of ``dGI`` and
+  ``Σ dgh_n^T h_prev``, and db_hh takes its r, z parts from db_ih.  (Storing all of ``dgh`` as well made the
   loop write 6H instead of 4H floats per row and step, into a second fresh ``(T, B, 3H)`` array
   whose pages were first touched -- page-faulted -- inside the loop.)
 """
@@ -320,18 +320,21 @@ def backward(params, cache, dy, dstate=None, window=None):
         args = (cache["acts"], hs, operand(W_hh[:2 * H], tiling.product), operand(W_hh[2 * H:], tiling.product),
                 dy, dstate_h, chains, inject_all, dGI, dgi, dan, drh, dh, dh0)
         bptt.run_tiles(_backward_before_tile, args, B, H, tiling)
-        dW_hh = np.concatenate([bptt.weight_gradient(dGI[:, :, :2 * H], hs[:-1]),   # a_{r,z} = … + h_prev W_h{rz}^T
-                                bptt.weight_gradient(dGI[:, :, 2 * H:], cache["rh"])])  # a_n = … + rh W_hn^T
-    dW_ih = bptt.weight_gradient(dGI, x)                             # gi = x W_ih^T + b_ih
-    db_ih = bptt.bias_gradient(dGI)
-    if not cache["options"]["reset_after"]:
-        db_hh = db_ih.copy()                                         # a = gi + gh: the same sums
-    dx = bptt.input_gradient(dGI, W_ih)
-    if cache["options"]["reset_after"]:
-        # the r, z columns of dgh are those of dgi, so only dgh_n needs a sum of its own
-        db_hh = np.concatenate([db_ih[:2 * H], bptt.bias_gradient(dGH_n)])   # gh = … + b_hh
-        dGI[:, :, 2 * H:] = dGH_n              # dGI is now dGH = [da_r|da_z|dgh_n] (module docstring)
-        dW_hh = bptt.weight_gradient(dGI, hs[:-1])                  # gh = h_prev W_hh^T + b_hh
+    reset_after = cache["options"]["reset_after"]
+    with bptt.together():                                            # the products after the loop: one hand-off
+        dW_ih = bptt.weight_gradient(dGI, x)                         # gi = x W_ih^T + b_ih
+        db_ih = bptt.bias_gradient(dGI)
+        dx = bptt.input_gradient(dGI, W_ih)
+        dW_rz = bptt.weight_gradient(dGI[:, :, :2 * H], hs[:-1])     # a_{r,z} = … + h_prev W_h{rz}^T
+        if reset_after:
+            # gh = h_prev W_hh^T + b_hh: its r, z columns' gradients are those of gi (module
+            # docstring), its n columns' are dgh_n = da_n ⊙ r
+            dW_n = bptt.weight_gradient(dGH_n, hs[:-1])
+            db_n = bptt.bias_gradient(dGH_n)
+        else:
+            dW_n = bptt.weight_gradient(dGI[:, :, 2 * H:], cache["rh"])   # a_n = … + rh W_hn^T
+    dW_hh = np.concatenate([dW_rz, dW_n])
+    db_hh = np.concatenate([db_ih[:2 * H], db_n]) if reset_after else db_ih.copy()   # a = gi + gh: the same sums
     return {"W_ih": dW_ih, "W_hh": dW_hh, "b_ih": db_ih, "b_hh": db_hh, "x": dx, "state0": (dh0,)}
 
 

@@ -159,12 +159,14 @@ def backward(params, cache, dy, dstate=None, window=None):
     bptt.run(_backward_rows, args, B, use_blas, n_chunks)
     hs = cache["hs"]
     dtau = -dK.sum(axis=0) / (tau * tau)                          # κ = 1/τ
-    return {"W_ih": bptt.weight_gradient(dA, cache["x"]),          # a = x W_ih^T + …
-            "W_hh": bptt.weight_gradient(dA, hs[:-1]),              # a = … + h_prev W_hh^T
-            "b": bptt.bias_gradient(dA),                                     # a = … + b
-            _spec._tau_name(opts["tau_param"]): dtau * dtau_dparam,  # τ = 1 + softplus(ρ), or τ itself
-            "x": bptt.input_gradient(dA, W_ih),
-            "state0": (dh0,)}
+    with bptt.together():                                            # the products after the loop: one hand-off
+        grads = {"W_ih": bptt.weight_gradient(dA, cache["x"]),      # a = x W_ih^T + …
+                 "W_hh": bptt.weight_gradient(dA, hs[:-1]),          # a = … + h_prev W_hh^T
+                 "b": bptt.bias_gradient(dA),                                 # a = … + b
+                 _spec._tau_name(opts["tau_param"]): dtau * dtau_dparam,  # τ = 1 + softplus(ρ), or τ itself
+                 "x": bptt.input_gradient(dA, W_ih),
+                 "state0": (dh0,)}
+    return grads
 
 
 def step_forward(params, x_t, state, nonlinearity="leaky_relu", tau_param="softplus"):

@@ -179,11 +179,13 @@ def backward(params, cache, dy, dstate=None, window=None):
             dZ, dz, dh, dc, dh0, dc0)
     bptt.run_tiles(_backward_tile, args, B, H, tiling)
     hs = cache["hs"]
-    return {"W_ih": bptt.weight_gradient(dZ, cache["x"]),         # z = x W_ih^T + …
-            "W_hh": bptt.weight_gradient(dZ, hs[:-1]),             # z = … + h_prev W_hh^T
-            "b": bptt.bias_gradient(dZ),                                    # z = … + b
-            "x": bptt.input_gradient(dZ, W_ih),
-            "state0": (dh0, dc0)}
+    with bptt.together():                                           # the products after the loop: one hand-off
+        grads = {"W_ih": bptt.weight_gradient(dZ, cache["x"]),     # z = x W_ih^T + …
+                 "W_hh": bptt.weight_gradient(dZ, hs[:-1]),         # z = … + h_prev W_hh^T
+                 "b": bptt.bias_gradient(dZ),                                # z = … + b
+                 "x": bptt.input_gradient(dZ, W_ih),
+                 "state0": (dh0, dc0)}
+    return grads
 
 
 def step_forward(params, x_t, state, **options):
@@ -443,10 +445,11 @@ def _variant_backward(params, cache, dy, dstate, window):
             chains, inject_all, dZ, dz, dzr, dh, dc, dg, dh0, dc0, dg0)
     bptt.run(_variant_backward_rows, args, B, use_blas, n_chunks)
     hs, cs = cache["hs"], cache["cs"]
-    grads = {"W_ih": bptt.weight_gradient(dZ, cache["x"]),        # z = x W_ih^T + …
-             "W_hh": bptt.weight_gradient(dZ, hs[:-1]),            # z = … + h_prev W_hh^T
-             "b": bptt.bias_gradient(dZ),                                   # z = … + b
-             "x": bptt.input_gradient(dZ, W_ih)}
+    with bptt.together():                                          # the products after the loop: one hand-off
+        grads = {"W_ih": bptt.weight_gradient(dZ, cache["x"]),    # z = x W_ih^T + …
+                 "W_hh": bptt.weight_gradient(dZ, hs[:-1]),        # z = … + h_prev W_hh^T
+                 "b": bptt.bias_gradient(dZ),                               # z = … + b
+                 "x": bptt.input_gradient(dZ, W_ih)}
     state0 = (dh0, dc0)
     if opts["peepholes"]:
         grads["p_i"] = np.einsum("tbj,tbj->j", dZ[:, :, :H], cs[:-1])          # z_i = … + p_i ⊙ c_prev

@@ -126,11 +126,13 @@ def backward(params, cache, dy, dstate=None, window=None):
             chains, inject_all, dA, da, dh, dh0)
     bptt.run_tiles(_backward_tile, args, B, H, tiling)
     hs = cache["hs"]
-    return {"W_ih": bptt.weight_gradient(dA, cache["x"]),          # a = x W_ih^T + …
-            "W_hh": bptt.weight_gradient(dA, hs[:-1]),              # a = … + h_prev W_hh^T
-            "b": bptt.bias_gradient(dA),                                     # a = … + b
-            "x": bptt.input_gradient(dA, W_ih),
-            "state0": (dh0,)}
+    with bptt.together():                                            # the products after the loop: one hand-off
+        grads = {"W_ih": bptt.weight_gradient(dA, cache["x"]),      # a = x W_ih^T + …
+                 "W_hh": bptt.weight_gradient(dA, hs[:-1]),          # a = … + h_prev W_hh^T
+                 "b": bptt.bias_gradient(dA),                                 # a = … + b
+                 "x": bptt.input_gradient(dA, W_ih),
+                 "state0": (dh0,)}
+    return grads
 
 
 def step_forward(params, x_t, state, nonlinearity="tanh"):
