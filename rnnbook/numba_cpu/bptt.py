@@ -361,15 +361,23 @@ def input_gradient(dZ, W_ih):
 
 
 def bias_gradient(dZ):
-    """``Σ_t Σ_b dZ[t, b]``: ``dZ (T, B, G)`` -> ``(G,)``, rows on threads (one pass over ``dZ``,
-    which at B=32 H=256 is 32 MB: single-threaded, the GRU's two such sums were 10% of its step)."""
+    """``Σ_t Σ_b dZ[t, b] = 1ᵀ dZ``: ``dZ (T, B, G)`` -> ``(G,)``, as a matrix-vector product
+    (BLAS) over blocks of rows on the threads, the blocks' sums added at the end.
+
+    A product with a vector of ones rather than ``dZ.sum(axis=0)``: NumPy's reduction over
+    the first axis runs at a few GFLOP/s, BLAS's at memory speed (measured, one thread:
+    1024 × 128 in 9 against 32 µs, 8192 × 1024 in 1.14 against 1.40 ms).  Over threads
+    because at B=32 H=256 ``dZ`` is 32 MB (single-threaded, the GRU's two such sums were
+    10% of its step).
+    """
     T, B, G = dZ.shape
     rows = dZ.reshape(T * B, G)
+    ones = np.ones(T * B, dZ.dtype)
     parts = {}
     out = np.empty(G, dZ.dtype)
 
     def part(r0, r1):
-        parts[r0] = rows[r0:r1].sum(axis=0)
+        parts[r0] = ones[r0:r1] @ rows[r0:r1]
 
     def total():
         out[:] = sum(parts[k] for k in sorted(parts))
