@@ -132,6 +132,16 @@ def test_blas_product_fixed_panelled_shapes(dtype):
     check_tile(9, 700, 400, 2, 8, 5, 391, 2, dtype, 8, product=gemm.BLAS)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K", list(range(1, 11)) + [37, 128])
+def test_single_row_kernel_every_remainder_of_the_split(K, dtype):
+    """A block of one row runs ``_emit_row``: its loop over ``k`` goes ``SPLIT_K`` at a time,
+    then one at a time; every remainder, and a lone last row after a full block."""
+    nr = panels.panel_width(dtype)
+    check_tile(1, K, 2 * nr + 5, 0, 1, 3, 2 * nr + 2, 1, dtype, K)
+    check_tile(panels.ROWS + 1, K, nr + 1, 0, panels.ROWS + 1, 0, nr + 1, 0, dtype, K + 100)
+
+
 def test_operand_is_the_matrix_unless_panels():
     M = np.arange(12.0).reshape(3, 4).T                                 # not C-contiguous
     for product in (gemm.LOOPS, gemm.BLAS):
