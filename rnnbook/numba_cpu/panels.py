@@ -118,6 +118,43 @@ def _vector(builder, value, vty):
     return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
 
+class _Ops:
+    """The IR types and intrinsics both kernels use, for ``bits``-bit floats in the target's
+    widest vectors: ``vty`` (``lanes`` of them), its mask type, ``fma``, masked ``load``/``store``."""
+
+    def __init__(self, module, bits):
+        i32 = ir.IntType(32)
+        self.fty = ir.FloatType() if bits == 32 else ir.DoubleType()
+        self.size = bits // 8
+        self.lanes = VECTOR_BYTES // self.size
+        self.vty = ir.VectorType(self.fty, self.lanes)
+        self.mty = ir.VectorType(ir.IntType(1), self.lanes)
+        self.nr = VECTORS * self.lanes
+        suffix = f"v{self.lanes}f{bits}"
+        vty, mty = self.vty, self.mty
+        self.fma = cgutils.get_or_insert_function(module, ir.FunctionType(vty, [vty] * 3), f"llvm.fmuladd.{suffix}")
+        self.load = cgutils.get_or_insert_function(module, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]),
+                                                   f"llvm.masked.load.{suffix}.p0")
+        self.store = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]), f"llvm.masked.store.{suffix}.p0")
+        self.align = ir.Constant(i32, self.size)
+        self.ptr = self.fty.as_pointer()
+        self.zero = ir.Constant(vty, [0.0] * self.lanes)
+
+    def columns(self, builder, v, first, end):
+        """Mask of the lanes of vector ``v`` of a panel whose column lies in ``[first, end)``."""
+        i64 = ir.IntType(64)
+        lane = ir.Constant(ir.VectorType(i64, self.lanes), [v * self.lanes + n for n in range(self.lanes)])
+        return builder.and_(builder.icmp_signed(">=", lane, _vector(builder, first, ir.VectorType(i64, self.lanes))),
+                            builder.icmp_signed("<", lane, _vector(builder, end, ir.VectorType(i64, self.lanes))))
+
+    def add_into(self, builder, at, value, mask):
+        """``*at += value`` on the lanes of ``mask`` only (the others are neither read nor written)."""
+        at = builder.bitcast(at, self.vty.as_pointer())
+        old = builder.call(self.load, [at, self.align, mask, self.zero])
+        builder.call(self.store, [builder.fadd(old, value), at, self.align, mask])
+
+
 def _emit_block(builder, a, lda, rows, p, K, c, ldc, first, end, bits):
     """IR of one ``ROWS × NR`` block (see the module docstring); ``K >= 1``.
 
@@ -125,22 +162,9 @@ def _emit_block(builder, a, lda, rows, p, K, c, ldc, first, end, bits):
     ``lda``, ``ldc`` in elements; ``rows`` valid rows (1 .. ROWS); columns
     ``first <= n < end`` of the panel are added into ``C``.
     """
-    i64, i32 = ir.IntType(64), ir.IntType(32)
-    fty = ir.FloatType() if bits == 32 else ir.DoubleType()
-    size = bits // 8
-    lanes = VECTOR_BYTES // size
-    vty = ir.VectorType(fty, lanes)
-    mty = ir.VectorType(ir.IntType(1), lanes)
-    nr = VECTORS * lanes
-    suffix = f"v{lanes}f{bits}"
-    module = builder.module
-    fma = cgutils.get_or_insert_function(module, ir.FunctionType(vty, [vty] * 3), f"llvm.fmuladd.{suffix}")
-    load = cgutils.get_or_insert_function(module, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]),
-                                          f"llvm.masked.load.{suffix}.p0")
-    store = cgutils.get_or_insert_function(module, ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]),
-                                           f"llvm.masked.store.{suffix}.p0")
-    align = ir.Constant(i32, size)
-    ptr = fty.as_pointer()
+    i64 = ir.IntType(64)
+    ops = _Ops(builder.module, bits)
+    size, lanes, vty, nr, fma, ptr, zero = ops.size, ops.lanes, ops.vty, ops.nr, ops.fma, ops.ptr, ops.zero
     a_rows = []                                       # row i reads A[min(i, rows-1)]: always valid memory
     last_row = builder.sub(rows, ir.Constant(i64, 1))
     for i in range(ROWS):
@@ -155,7 +179,6 @@ def _emit_block(builder, a, lda, rows, p, K, c, ldc, first, end, bits):
     builder.position_at_end(loop)
     k = builder.phi(i64)
     k.add_incoming(ir.Constant(i64, 0), entry)
-    zero = ir.Constant(vty, [0.0] * lanes)
     acc = [[builder.phi(vty) for _ in range(VECTORS)] for _ in range(ROWS)]
     for row in acc:
         for phi in row:
@@ -176,19 +199,12 @@ def _emit_block(builder, a, lda, rows, p, K, c, ldc, first, end, bits):
 
     builder.position_at_end(done)                                          # C[r+i, cols] += acc[i, cols]
     c_base = builder.inttoptr(c, ptr)
-    lane = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
-    first_v = _vector(builder, first, ir.VectorType(i64, lanes))
-    end_v = _vector(builder, end, ir.VectorType(i64, lanes))
     for v in range(VECTORS):
-        col = builder.add(lane, ir.Constant(ir.VectorType(i64, lanes), [v * lanes] * lanes))
-        cols = builder.and_(builder.icmp_signed(">=", col, first_v), builder.icmp_signed("<", col, end_v))
+        cols = ops.columns(builder, v, first, end)
         for i in range(ROWS):
-            inside = _vector(builder, builder.icmp_signed("<", ir.Constant(i64, i), rows), mty)
-            mask = builder.and_(cols, inside)
+            inside = _vector(builder, builder.icmp_signed("<", ir.Constant(i64, i), rows), ops.mty)
             at = builder.gep(c_base, [builder.add(builder.mul(ir.Constant(i64, i), ldc), ir.Constant(i64, v * lanes))])
-            at = builder.bitcast(at, vty.as_pointer())
-            old = builder.call(load, [at, align, mask, zero])
-            builder.call(store, [builder.fadd(old, new[i][v]), at, align, mask])
+            ops.add_into(builder, at, new[i][v], builder.and_(cols, inside))
 
 
 #: partial sums per vector in the single-row kernel (:func:`_emit_row`): a row's
@@ -207,24 +223,10 @@ def _emit_row(builder, a, p, K, c, first, end, bits):
 
         acc[s, :] += A[r, k+s] · P[p, (k+s)·NR : (k+s)·NR + NR]     s = 0 .. SPLIT_K-1
     """
-    i64, i32 = ir.IntType(64), ir.IntType(32)
-    fty = ir.FloatType() if bits == 32 else ir.DoubleType()
-    size = bits // 8
-    lanes = VECTOR_BYTES // size
-    vty = ir.VectorType(fty, lanes)
-    mty = ir.VectorType(ir.IntType(1), lanes)
-    nr = VECTORS * lanes
-    suffix = f"v{lanes}f{bits}"
-    module = builder.module
-    fma = cgutils.get_or_insert_function(module, ir.FunctionType(vty, [vty] * 3), f"llvm.fmuladd.{suffix}")
-    load = cgutils.get_or_insert_function(module, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]),
-                                          f"llvm.masked.load.{suffix}.p0")
-    store = cgutils.get_or_insert_function(module, ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]),
-                                           f"llvm.masked.store.{suffix}.p0")
-    align = ir.Constant(i32, size)
-    ptr = fty.as_pointer()
-    a_base, p_base = builder.inttoptr(a, ptr), builder.inttoptr(p, ptr)
-    zero = ir.Constant(vty, [0.0] * lanes)
+    i64 = ir.IntType(64)
+    ops = _Ops(builder.module, bits)
+    size, lanes, vty, nr, fma, zero = ops.size, ops.lanes, ops.vty, ops.nr, ops.fma, ops.zero
+    a_base, p_base = builder.inttoptr(a, ops.ptr), builder.inttoptr(p, ops.ptr)
 
     def step(k, sums):            # sums[v] += A[r, k] · P[p, k·NR + v·lanes ...]
         a_k = _vector(builder, builder.load(builder.gep(a_base, [k])), vty)
@@ -291,16 +293,9 @@ def _emit_row(builder, a, p, K, c, first, end, bits):
     for v in range(VECTORS):
         final[v].add_incoming(start[v], rest_test)
         final[v].add_incoming(after[v], rest)
-    c_base = builder.inttoptr(c, ptr)
-    lane = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
-    first_v = _vector(builder, first, ir.VectorType(i64, lanes))
-    end_v = _vector(builder, end, ir.VectorType(i64, lanes))
+    c_base = builder.inttoptr(c, ops.ptr)
     for v in range(VECTORS):
-        col = builder.add(lane, ir.Constant(ir.VectorType(i64, lanes), [v * lanes] * lanes))
-        mask = builder.and_(builder.icmp_signed(">=", col, first_v), builder.icmp_signed("<", col, end_v))
-        at = builder.bitcast(builder.gep(c_base, [ir.Constant(i64, v * lanes)]), vty.as_pointer())
-        old = builder.call(load, [at, align, mask, zero])
-        builder.call(store, [builder.fadd(old, final[v]), at, align, mask])
+        ops.add_into(builder, builder.gep(c_base, [ir.Constant(i64, v * lanes)]), final[v], ops.columns(builder, v, first, end))
 
 
 def _for(builder, start, stop, step, body):
