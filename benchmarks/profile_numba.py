@@ -5,7 +5,8 @@
 
 Phases (see ``rnnbook/numba_cpu/bptt.py``): the input projection (one GEMM), the compiled
 recurrence forward and backward (``bptt.run``/``bptt.run_tiles``: per-step product + fused gates), the
-weight/input-gradient GEMMs after the loop, and the rest (allocation, checks, sums).
+weight, bias and input-gradient GEMMs after the loop (run together, ``bptt.together``), and the
+rest (allocation, checks).
 Each phase's recurrent or GEMM FLOP rate is printed against the SGEMM ceiling measured here.
 """
 import argparse
@@ -60,8 +61,11 @@ orig_run, orig_run_tiles = bptt.run, bptt.run_tiles
 bptt.run = lambda *a, **k: timed(f"recurrence ({phase['name']})", orig_run)(*a, **k)
 bptt.run_tiles = lambda *a, **k: timed(f"recurrence ({phase['name']})", orig_run_tiles)(*a, **k)
 bptt.input_projection = timed("input projection GEMM", bptt.input_projection)
-bptt.weight_gradient = timed("weight-gradient GEMMs", bptt.weight_gradient)
-bptt.input_gradient = timed("input-gradient GEMM", bptt.input_gradient)
+# the backward pass queues its weight, bias and input gradients in ``bptt.together()`` and
+# runs them in one ``_run_jobs`` call: timed there
+orig_run_jobs = bptt._run_jobs
+bptt._run_jobs = lambda jobs: (timed("gradient GEMMs (W, b, x)", orig_run_jobs) if phase["name"] == "backward"
+                               else orig_run_jobs)(jobs)
 
 rng = np.random.default_rng(0)
 params = rb.init_params(args.cell, D, H, dtype=np.float32)
@@ -93,7 +97,7 @@ sgemm = 3 * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9
 rec = 2 * G * H * H * B                     # recurrent FLOPs per step, forward
 inp = 2 * G * H * D * B                     # input-side FLOPs per step (one GEMM)
 flops = {"input projection GEMM": inp, "recurrence (forward)": rec, "recurrence (backward)": rec,
-         "weight-gradient GEMMs": inp + rec, "input-gradient GEMM": inp}
+         "gradient GEMMs (W, b, x)": 2 * inp + rec}
 print(f"{args.cell} T={T} B={B} D={D} H={H} float32, {args.threads} threads, SGEMM ceiling {sgemm:.0f} GFLOP/s, "
       f"load {os.getloadavg()[0]:.1f}")
 print(f"{'phase':<26} {'µs/step':>9} {'share':>6} {'GFLOP/s':>8} {'faults/call':>12}")
@@ -104,6 +108,6 @@ for name, t in sorted(acc.items(), key=lambda kv: -kv[1]):
     print(f"{name:<26} {us:9.1f} {us / us_total:6.0%} {gf:8.1f} {faults[name] / args.reps:12.0f}")
 rest = us_total - sum(acc.values()) / args.reps / T * 1e6
 rest_faults = (f_total - sum(faults.values())) / args.reps
-print(f"{'rest (alloc, checks, sums)':<26} {rest:9.1f} {rest / us_total:6.0%} {'':>8} {rest_faults:12.0f}")
+print(f"{'rest (alloc, checks)':<26} {rest:9.1f} {rest / us_total:6.0%} {'':>8} {rest_faults:12.0f}")
 print(f"{'training step':<26} {us_total:9.1f}   100% {(3 * rec + 3 * inp) / (us_total * 1e-6) / 1e9:8.1f} "
       f"{f_total / args.reps:12.0f}")
