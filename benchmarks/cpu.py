@@ -21,14 +21,15 @@ What it does, in one run (PERFORMANCE.md, "How to measure"):
   The parent only sends commands and collects times;
 * each worker builds a configuration's inputs itself from the same seed (``x``, ``dy`` from
   ``np.random.default_rng(0)``; rnnbook's weights from ``init_params(seed=0)``; PyTorch's
-  module after ``torch.manual_seed(0)``), warms up once, and for each command makes one
-  untimed *lead-in* call and times the call straight after it.  The lead-in is there
-  because the worker has just been idle (see the next points), and on the development VM
-  the first call after an idle spell runs about 2× slower for every contender (LSTM B=8
-  H=128 training step, Numba: 37 µs/step back to back, 72-73 µs/step after 50 or 300 ms of
-  idling, with every phase slower, not just the thread hand-offs: the cores come back from
-  idle slowly).  Back-to-back calls are what a training loop makes; ``--after-idle`` times
-  the first call after the wait instead;
+  module after ``torch.manual_seed(0)``), warms up once, and for each command makes
+  untimed *lead-in* calls for at least ``--lead-in-ms`` (20 ms; at least one call) and
+  times the call straight after them.  The lead-in is there because the worker has just
+  been idle (see the next points), and on the development VM the first calls after an
+  idle spell run up to 2× slower for every contender (PyTorch's LSTM B=8 H=128 forward 55
+  µs/step after idling against 14 back to back); one short lead-in call was not always
+  enough (LSTM B=1 H=32 training step after 0.1 s idle: Numba 1.4 µs/step after one 1.2 ms
+  call, 1.2 after four; PyTorch 3.5 after one, 3.3 after four).  Back-to-back calls are what
+  a training loop makes; ``--after-idle`` times the first call after the wait instead;
 * the parent interleaves *rounds*: in each round every contender times one call, one after
   the other (the order rotates from round to round), so that load from other work on a
   shared machine hits all of them alike; medians of ``--reps`` rounds;
@@ -89,6 +90,8 @@ def _parse():
     ap.add_argument("--only", default=None, help="regex on configuration names")
     ap.add_argument("--no-settle", action="store_true",
                     help="diagnostic: a fixed 50 ms pause before each call instead of waiting for idle helper threads")
+    ap.add_argument("--lead-in-ms", type=float, default=20.0,
+                    help="untimed calls before each timed one, for at least this long (at least one call)")
     ap.add_argument("--after-idle", action="store_true",
                     help="diagnostic: time each call straight after the idle wait, without the untimed lead-in call")
     ap.add_argument("--worker", choices=CONTENDERS, default=None, help=argparse.SUPPRESS)
@@ -335,6 +338,7 @@ def worker_main(contender: str):
                 info.update(numba=numba.__version__, numba_threads=numba.get_num_threads(),
                             blas_min_macs=getattr(bptt, "BLAS_MIN_MACS", None),
                             panel_min_rows=getattr(bptt, "PANEL_MIN_ROWS", None),
+                            panel_row_max_macs=getattr(bptt, "PANEL_ROW_MAX_MACS", None),
                             panel_shape=f"{panels.ROWS} rows × {panels.panel_width(np.float32)} float32 columns, "
                                         f"{panels.VECTOR_BYTES}-byte vectors")
     except Exception as exc:  # noqa: BLE001 - reported by the parent, which then runs without it
@@ -359,12 +363,15 @@ def worker_main(contender: str):
                 train, fwd = make_runs(*msg["config"], contenders=(contender,))[contender]
                 fns.update(train=train, forward=fwd)
                 send({"ok": True})
-            elif cmd == "run":        # a lead-in call, then one call of fns[mode] timed; then wait for the helper threads
+            elif cmd == "run":        # lead-in calls, then one call of fns[mode] timed; then wait for the helper threads
                 f = fns[msg["mode"]]
                 if ARGS.no_settle:
                     time.sleep(0.05)
                 if not ARGS.after_idle:
+                    lead_in_end = time.perf_counter() + ARGS.lead_in_ms * 1e-3
                     f()
+                    while time.perf_counter() < lead_in_end:
+                        f()
                 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 t0 = time.perf_counter()
                 f()
@@ -387,7 +394,8 @@ class Worker:
 
     def __init__(self, contender: str, threads: int):
         self.name = contender
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", contender, "--threads", str(threads)]
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", contender, "--threads", str(threads),
+               "--lead-in-ms", str(ARGS.lead_in_ms)]
         if ARGS.no_settle:
             cmd.append("--no-settle")
         if ARGS.after_idle:
@@ -560,14 +568,16 @@ def main():
     emit(f"- Numba product strategy: {os.environ.get('RNNBOOK_NUMBA_STRATEGY', 'auto')} "
          f"(loop kernel below {macs if macs is not None else '?'} multiply-adds per step; above it packed "
          f"panels ({numba_info.get('panel_shape', '?')}) when each thread has at least "
-         f"{numba_info.get('panel_min_rows', '?')} batch rows, else BLAS; row blocks on threads; "
+         f"{numba_info.get('panel_min_rows', '?')} batch rows or B=1 with K·N at most "
+         f"{numba_info.get('panel_row_max_macs', '?')} (single-row kernel), else BLAS; row blocks on threads; "
          "the GEMMs outside the recurrence split over the same threads, BLAS single-threaded in each)")
     emit("- method: one worker process per contender, each importing only its own libraries "
          f"({', '.join(info)}), a fresh set for every configuration; rounds interleaved across them (order "
          "rotating), one timed call per contender per round, " + (
              "**--after-idle: straight after the worker's idle wait** (diagnostic); " if args.after_idle else
-             "right after an untimed lead-in call (back to back, as in a training loop: after an idle spell "
-             "the first call runs ~2× slower for every contender on the development VM); ") + (
+             f"right after untimed lead-in calls lasting at least {args.lead_in_ms:g} ms (at least one call; back "
+             "to back, as in a training loop: after an idle spell the first calls run up to ~2× slower for every "
+             "contender on the development VM, and one short call is not enough to recover); ") + (
              "**--no-settle: a fixed 50 ms pause before each call** (diagnostic)" if args.no_settle else
              "after each call the worker waits until its own helper threads are idle before the next "
              "contender runs (PyTorch's OpenMP and OpenBLAS's workers spin after a call)"))
