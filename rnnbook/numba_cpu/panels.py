@@ -101,12 +101,13 @@ def pack(M):
     aligned (the kernel itself assumes only element alignment)."""
     K, N = M.shape
     nr = panel_width(M.dtype)
-    n_panels = -(-N // nr)
-    padded = np.zeros((K, n_panels * nr), M.dtype)
-    padded[:, :N] = M
-    P = empty_aligned((n_panels, K, nr), M.dtype)        # starts on a 64-byte boundary
-    P[...] = padded.reshape(K, n_panels, nr).transpose(1, 0, 2)
-    return P.reshape(n_panels, K * nr)
+    full, rest = divmod(N, nr)                             # whole panels, columns of a last one
+    P = empty_aligned((full + (rest > 0), K, nr), M.dtype)  # starts on a 64-byte boundary
+    P[:full] = M[:, :full * nr].reshape(K, full, nr).transpose(1, 0, 2)
+    if rest:
+        P[full, :, :rest] = M[:, full * nr:]
+        P[full, :, rest:] = 0
+    return P.reshape(P.shape[0], K * nr)
 
 
 # ------------------------------------------------------------------------------------ the kernel
