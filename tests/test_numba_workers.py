@@ -152,3 +152,21 @@ def test_spin_time_comes_from_the_environment():
     env["RNNBOOK_SPIN_US"] = "-3"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode != 0 and "RNNBOOK_SPIN_US must be a number of microseconds >= 0" in out.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_helpers_of_its_own():
+    """After ``fork`` only the forking thread exists in the child: a pool inherited from the
+    parent would take jobs and never run them."""
+    import multiprocessing
+    workers.in_parallel(lambda k: None, [(k,) for k in range(3)])       # the parent has helpers
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_in_parallel_in_child).get(timeout=60)
+    assert got == [0, 1, 2]
+
+
+def _in_parallel_in_child():
+    out = []
+    workers.in_parallel(lambda k: out.append(k), [(k,) for k in range(3)])
+    return sorted(out)

@@ -203,6 +203,17 @@ _helpers: Helpers | None = None
 _helpers_lock = threading.Lock()
 
 
+def _forget_helpers():
+    """In a child made by ``fork``: the parent's helper threads do not exist here (only the
+    thread that forked does), so the first parallel part starts a pool of its own."""
+    global _helpers, _helpers_lock
+    _helpers, _helpers_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helpers)
+
+
 def helpers(n: int) -> Helpers:
     """The process's helper threads: at least ``n``, and one per Numba thread besides the caller's."""
     global _helpers
