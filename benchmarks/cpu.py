@@ -93,7 +93,7 @@ def _parse():
     ap.add_argument("--lead-in-ms", type=float, default=20.0,
                     help="untimed calls before each timed one, for at least this long (at least one call)")
     ap.add_argument("--after-idle", action="store_true",
-                    help="diagnostic: time each call straight after the idle wait, without the untimed lead-in call")
+                    help="diagnostic: time each call straight after the idle wait, without the untimed lead-in calls")
     ap.add_argument("--worker", choices=CONTENDERS, default=None, help=argparse.SUPPRESS)
     return ap.parse_args()
 

@@ -218,12 +218,13 @@ def test_gemms_queued_together_run_once_at_the_end(R, K, N, threads, dtype, seed
         mp.setattr(bptt, "in_parallel", lambda fn, jobs: calls.append(len(jobs)) or real(fn, jobs))
         with bptt.together():
             queued = (bptt.weight_gradient(dZ, x), bptt.bias_gradient(dZ), bptt.input_gradient(dZ, W))
-            with bptt.together():                        # a block inside a block joins it
+            with bptt.together():                        # a block inside a block runs its own queue
                 inner = bptt.weight_gradient(dZ, x)
-            assert calls == []                           # nothing has run yet
-        assert calls == [threads]                        # then all of it, one hand-off
+            assert calls == [threads]                    # ... when it ends, and the outer one's waits
+            inner_then = inner.copy()
+        assert calls == [threads, threads]               # then all of it, one hand-off
     tol = 1e-12 if dtype == np.float64 else 1e-5
-    for got, ref in zip(queued + (inner,), alone + (alone[0],)):
+    for got, ref in zip(queued + (inner_then,), alone + (alone[0],)):
         np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * max(1.0, np.abs(ref).max()))
 
 

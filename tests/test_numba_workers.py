@@ -32,8 +32,8 @@ def test_every_job_runs_once_each_on_its_own_thread(n, seed):
     threads = {k: tid for k, _, tid in ran}
     assert threads[0] == threading.get_ident()                 # the caller takes the first job
     assert len(set(threads.values())) == n                     # the others one helper each
-    pool = workers.helpers(0)
-    assert all(threads[k] == pool.threads[k - 1].ident for k in range(1, n))
+    pool = workers.helpers(n - 1)
+    assert all(threads[k] == pool[k - 1].thread.ident for k in range(1, n))   # job k on helper k - 1
 
 
 def test_jobs_that_wait_for_each_other_do_not_deadlock():
@@ -59,14 +59,37 @@ def test_an_error_in_any_job_reaches_the_caller_after_all_have_ended(failing):
     workers.in_parallel(lambda k: None, [(k,) for k in range(3)])    # the helpers still serve
 
 
-def test_the_pool_grows_and_the_old_helpers_end():
-    small = workers.helpers(1)
-    big = workers.helpers(len(small) + 2)
-    assert len(big) >= len(small) + 2 and workers.helpers(1) is big
-    if big is not small:
-        for t in small.threads:
-            t.join(timeout=5)
-            assert not t.is_alive()
+def test_the_pool_grows_by_adding_helpers():
+    first = workers.helpers(1)
+    more = workers.helpers(len(workers._helpers) + 2)
+    assert more[:1] == first                          # the same helper objects, still serving
+    assert all(h.thread.is_alive() for h in more)
+    assert len({h.thread.ident for h in more}) == len(more)
+
+
+def test_a_caller_holding_helpers_while_another_thread_grows_the_pool():
+    """Thread A has taken its helpers and not yet queued its jobs when thread B asks for more:
+    A's jobs must still run (a pool replaced under A's feet would never run them)."""
+    import threading as th
+    taken, grown, out = th.Event(), th.Event(), []
+    real = workers.helpers
+
+    def slow_helpers(n):
+        pool = real(n)
+        if th.current_thread().name == "A":
+            taken.set()
+            grown.wait(10)
+        return pool
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(workers, "helpers", slow_helpers)
+        a = th.Thread(name="A", target=lambda: workers.in_parallel(lambda k: out.append(k), [(0,), (1,)]))
+        a.start()
+        assert taken.wait(10)
+        real(len(workers._helpers) + 3)              # thread B (this one) grows the pool
+        grown.set()
+        a.join(20)
+    assert not a.is_alive() and sorted(out) == [0, 1]
 
 
 @pytest.mark.skipif(not HAS_AFFINITY or len(os.sched_getaffinity(0)) < 2,
@@ -94,22 +117,32 @@ def test_a_single_allowed_cpu_is_shared_not_emptied():
     cpu = min(os.sched_getaffinity(0))
     code = (
         "import os\n"
-        f"os.sched_setaffinity(0, {{{cpu}}})\n"
         "from rnnbook.numba_cpu import workers\n"
+        "workers.helpers(1)\n"                                # started with every CPU ...
+        f"os.sched_setaffinity(0, {{{cpu}}})\n"               # ... then the caller is pinned
         "got = {}\n"
         "def fn(k):\n"
         "    got[k] = os.sched_getaffinity(0)\n"
         "workers.in_parallel(fn, [(0,), (1,)])\n"
         f"assert got == {{0: {{{cpu}}}, 1: {{{cpu}}}}}, got\n"
-        "assert workers.KEEP_OFF_CALLER\n"
+        "assert workers.AFFINITY\n"
         "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
 
-def test_without_affinity_the_jobs_still_run(monkeypatch):
+@pytest.mark.skipif(not HAS_AFFINITY, reason="needs sched_getcpu/sched_setaffinity")
+def test_not_keeping_off_gives_the_helpers_every_allowed_cpu_again(monkeypatch):
+    workers.in_parallel(lambda k: None, [(k,) for k in range(3)])        # pinned off the caller
     monkeypatch.setattr(workers, "KEEP_OFF_CALLER", False)
+    got = {}
+    workers.in_parallel(lambda k: got.__setitem__(k, os.sched_getaffinity(0)), [(k,) for k in range(3)])
+    assert got[1] == got[2] == os.sched_getaffinity(0)
+
+
+def test_without_affinity_the_jobs_still_run(monkeypatch):
+    monkeypatch.setattr(workers, "AFFINITY", False)
     out = []
     workers.in_parallel(lambda k: out.append(k), [(k,) for k in range(3)])
     assert sorted(out) == [0, 1, 2]
@@ -128,8 +161,9 @@ def test_helpers_take_jobs_whether_spinning_or_asleep(spins):
     """A job queued while its helper spins is seen at the bell; one queued after the helper
     has gone to sleep wakes it through the queue.  Either way the counters end equal."""
     pool = workers.helpers(2)
-    saved = pool.spins
-    pool.spins = 1 if spins == "one round" else 10 * saved
+    saved = pool[0].spins
+    for helper in pool:
+        helper.spins = 1 if spins == "one round" else 10 * saved
     try:
         for pause in (0.0, 0.03):
             time.sleep(pause)                      # with one round the helpers are asleep by now
@@ -137,14 +171,15 @@ def test_helpers_take_jobs_whether_spinning_or_asleep(spins):
             workers.in_parallel(lambda k: out.append(k), [(k,) for k in range(3)])
             assert sorted(out) == [0, 1, 2]
     finally:
-        pool.spins = saved
-    for k in range(2):
-        assert pool.done[k * workers.PAD] == pool.bells[k * workers.PAD] > 0
+        for helper in pool:
+            helper.spins = saved
+    for helper in pool:
+        assert helper.done[0] == helper.bell[0] > 0
 
 
 def test_spin_time_comes_from_the_environment():
     code = ("from rnnbook.numba_cpu import workers\n"
-            "print(workers.SPIN_SECONDS, workers.helpers(1).spins)\n")
+            "print(workers.SPIN_SECONDS, workers.helpers(1)[0].spins)\n")
     env = dict(os.environ, RNNBOOK_SPIN_US="0")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr

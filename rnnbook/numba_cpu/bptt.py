@@ -159,7 +159,7 @@ def _row_blocks(B: int, K: int, N: int, T: int) -> int:
 #: of ``panels.ROWS`` rows (8 with AVX-512, else 6) would compute the missing rows for nothing.
 PANEL_MIN_ROWS = 8
 #: ... and for a single row (the latency regime) while the product is this small (``K·N``:
-#: ``W_hh`` then sits in the L1 cache): the single-row kernel (``panels._emit_row``) splits
+#: ``W_hh`` then takes 32 KB in float32 and sits in the L1 cache): the single-row kernel (``panels._emit_row``) splits
 #: the sum over ``k`` into independent chains, where BLAS's matrix-vector product waits on
 #: one.  Measured (training step, µs/step, BLAS vs panels): LSTM B=1 H=32 1.30 vs 1.17, GRU
 #: B=1 H=32 1.36 vs 1.23; from K·N = 16384 on BLAS is as fast or faster (LSTM H=64 3.33 vs
@@ -262,7 +262,8 @@ def on_threads(part, R, macs, then=None):
     """Run ``part(r0, r1)`` over row blocks covering ``0 .. R-1``: one per thread of the backend
     when the job (``macs`` multiply-adds) is big enough, with BLAS single-threaded inside;
     then ``then()`` (if given) on this thread.  Inside :func:`together` the job is only
-    queued, and runs with the others of the block when it ends.
+    queued, and runs with the others of the block when it ends (then their multiply-adds
+    together decide the threads: :func:`_run_jobs`).
 
     Why not let OpenBLAS thread each call itself: after a threaded call its workers keep
     spinning for about 0.1 s (its ``THREAD_TIMEOUT``), and a recurrence started in that time
@@ -279,8 +280,10 @@ def on_threads(part, R, macs, then=None):
 
 
 def _run_jobs(jobs):
-    """The jobs of :func:`on_threads` with one hand-off: thread ``k`` runs block ``k`` of each
-    job that is big enough to split, the caller also every job that is not; then each ``then``."""
+    """The jobs of :func:`on_threads` with one hand-off: when all of them together have
+    :data:`GEMM_MIN_MACS_FOR_THREADS` multiply-adds, thread ``k`` runs block ``k`` of every
+    job (each cut into as many row blocks as there are threads, or rows), else this thread
+    runs them all; then each job's ``then``."""
     n = numba.get_num_threads() if sum(macs for _, _, macs, _ in jobs) >= GEMM_MIN_MACS_FOR_THREADS else 1
 
     def thread(k):
@@ -303,17 +306,16 @@ def together():
     """Inside the block, the GEMMs of :func:`on_threads` are queued; they all run when it ends,
     with a single hand-off to the threads (each a cost of ~0.1 ms on the development VM, see
     :data:`MIN_MACS_FOR_THREADS`).  The arrays they return are filled only then: read them
-    after the block.  The cells put the weight, bias and input gradients of the backward pass
-    in one such block (LSTM B=8 H=128 T=256 training step: four hand-offs become one).
+    after the block.  A block inside another runs its own queue when it ends.  The cells put
+    the weight, bias and input gradients of the backward pass in one such block (LSTM B=8
+    H=128 T=256 training step: four hand-offs become one).
     """
-    if getattr(_together, "jobs", None) is not None:      # already inside one: join it
-        yield
-        return
+    outer = getattr(_together, "jobs", None)
     _together.jobs = jobs = []
     try:
         yield
     finally:
-        _together.jobs = None
+        _together.jobs = outer
     _run_jobs(jobs)
 
 

@@ -3,12 +3,12 @@ r"""The backend's helper threads: run jobs side by side, with the helpers kept o
 Every parallel part of the backend -- the row blocks of the recurrence (``bptt.run``,
 ``bptt.run_tiles``) and the row blocks of the big GEMMs (``bptt.on_threads``) -- is one
 call ``in_parallel(fn, jobs)``: the calling thread runs ``fn(*jobs[0])`` itself, helper
-thread ``k`` runs ``fn(*jobs[k])``, and the call returns when all are done.  The compiled
+thread ``k - 1`` runs ``fn(*jobs[k])``, and the call returns when all are done.  The compiled
 kernels release the GIL (``nogil=True``) and BLAS does too, so the jobs really run at once.
 
 Why the pool is not ``concurrent.futures.ThreadPoolExecutor``:
 
-* job ``k`` always goes to helper ``k``.  The unit split of ``run_tiles`` has a per-step
+* job ``k`` always goes to helper ``k - 1``.  The unit split of ``run_tiles`` has a per-step
   barrier, so its blocks must all be running at the same time, each on a thread of its own;
 * before the helpers are woken they are told to stay off the CPU the calling thread is on
   (``os.sched_setaffinity`` on their thread ids: the caller's allowed CPUs minus its
@@ -18,9 +18,9 @@ Why the pool is not ``concurrent.futures.ThreadPoolExecutor``:
   milliseconds -- the scheduler's load estimate for the caller's CPU has decayed by then,
   so putting the helper next to it looks cheap -- which is every first call after a pause
   (a notebook cell, an evaluation, data loading).  Measured on the 2-vCPU development VM,
-  LSTM B=8 H=128 T=256 training step, µs per step: 35 back to back; after a 0.1 s pause
-  and one untimed call, 60 without the affinity and 36 with it; the first call after a
-  20 ms pause 62 without and 39 with it (``benchmarks/README.md``);
+  LSTM B=8 H=128 T=256, µs per step: training step 32 back to back; after a 0.1 s pause
+  and one untimed call, 54 without the affinity and 34 with it; forward pass after the
+  same, 24 without and 15 with (``benchmarks/results/placement-*.md``);
 * a helper that has just finished a job *spins* for up to :data:`SPIN_SECONDS` (200 µs)
   watching for the next one before it goes to sleep, and the caller spins as long for its
   helpers to finish, both in compiled code without the GIL.  Waking a sleeping thread
@@ -32,9 +32,10 @@ Why the pool is not ``concurrent.futures.ThreadPoolExecutor``:
   parallel regions (PyTorch's libgomp spins for a few milliseconds); a longer spin only
   takes more time from other processes on a busy machine.
 
-The affinity only ever narrows the helpers to CPUs the caller may use itself, and is
-left alone where the platform has no ``sched_setaffinity``/``sched_getcpu`` (then the
-helpers go wherever the OS puts them) or where the caller may run on a single CPU.
+The affinity only ever narrows the helpers to CPUs the caller may use itself (a caller
+allowed a single CPU shares it with them), and is left alone where the platform has no
+``sched_setaffinity``/``sched_getcpu`` or refuses it: the helpers then go wherever the OS
+puts them.
 
 Jobs must not call :func:`in_parallel` themselves (a helper would wait for itself).
 """
@@ -60,9 +61,13 @@ try:  # glibc: the CPU this thread is running on right now
 except (OSError, AttributeError):  # not Linux/glibc
     _sched_getcpu = None
 
-#: whether helpers are moved off the caller's CPU (see the module docstring); switch off
-#: to compare, or where a scheduler of your own already places the threads
-KEEP_OFF_CALLER = _sched_getcpu is not None and hasattr(os, "sched_setaffinity")
+#: whether the helpers' CPU sets are managed at all (``sched_setaffinity``/``sched_getcpu``
+#: exist, and the platform has not refused once)
+AFFINITY = _sched_getcpu is not None and hasattr(os, "sched_setaffinity")
+#: whether helpers are kept off the caller's CPU (see the module docstring); switch off to
+#: compare, or where a scheduler of your own places the threads: they then get every CPU
+#: the caller may use
+KEEP_OFF_CALLER = True
 
 
 def current_cpu() -> int | None:
@@ -117,128 +122,120 @@ def _spins_per_second() -> float:
     return n / max(time.perf_counter() - t0, 1e-9)
 
 
-class Helpers:
-    """``n`` helper threads, each with its own job queue; daemon threads, started at once.
+class Helper:
+    """One helper thread (a daemon), its job queue and two counters, each on cache lines of
+    its own (``sync.PAD``): ``bell[0]``, the jobs queued for it (:meth:`submit` rings it
+    after queueing the job), and ``done[0]``, the jobs it has finished.  After each job it
+    spins on its bell for up to ``spins`` rounds before it blocks on its queue; the caller
+    spins as long on ``done`` before it blocks on the job's future (see the module
+    docstring for why)."""
 
-    Two counters per helper, each on cache lines of its own (``sync.PAD``): ``bells[k·PAD]``,
-    the jobs queued for helper ``k`` (:meth:`submit` rings it after queueing the job), and
-    ``done[k·PAD]``, the jobs it has finished.  After each job a helper spins on its bell
-    for up to ``spins`` rounds before it blocks on its queue; the caller spins as long on
-    ``done`` before it blocks on the job's future (see the module docstring for why).
-    """
-
-    def __init__(self, n: int):
-        self.spins = max(1, int(SPIN_SECONDS * _spins_per_second()))
-        self.bells = np.zeros(n * PAD, np.int64)      # jobs queued for helper k, at k·PAD
-        self.done = np.zeros(n * PAD, np.int64)       # jobs helper k has finished
-        self.queues = [queue.SimpleQueue() for _ in range(n)]
+    def __init__(self, k: int, spins: int):
+        self.spins = spins
+        self.bell = np.zeros(PAD, np.int64)
+        self.done = np.zeros(PAD, np.int64)
+        self.jobs = queue.SimpleQueue()
         self.lock = threading.Lock()                   # numbering and queueing go together
-        self.threads = [threading.Thread(target=self._serve, args=(k,), daemon=True, name=f"rnnbook-numba-{k}")
-                        for k in range(n)]
-        for t in self.threads:
-            t.start()
-        self.cpus = [None] * n        # the CPU set each helper was last given (None: never set)
+        self.cpus = None                               # the CPU set last given to it (None: never)
+        self.thread = threading.Thread(target=self._serve, daemon=True, name=f"rnnbook-numba-{k}")
+        self.thread.start()
 
-    def __len__(self):
-        return len(self.threads)
+    def place(self, cpus: set):
+        """Let the thread run on ``cpus`` only (``sched_setaffinity`` on its thread id), unless
+        that is what it has."""
+        if self.cpus != cpus:
+            os.sched_setaffinity(self.thread.native_id, cpus)
+            self.cpus = cpus
 
-    def keep_off(self, cpu: int | None, n: int):
-        """Allow helpers ``0 .. n-1`` every CPU the caller may use except ``cpu``.
-
-        A no-op when that set would be empty or is what they already have; on an error
-        (a sandbox that forbids it) :data:`KEEP_OFF_CALLER` is switched off for good.
-        """
-        global KEEP_OFF_CALLER
-        allowed = os.sched_getaffinity(0)      # the calling thread's own set
-        wanted = allowed - {cpu} or allowed
-        try:
-            for k in range(n):
-                if self.cpus[k] != wanted:
-                    os.sched_setaffinity(self.threads[k].native_id, wanted)
-                    self.cpus[k] = wanted
-        except OSError:
-            KEEP_OFF_CALLER = False
-
-    def submit(self, k: int, fn, args):
-        """Queue ``fn(*args)`` on helper ``k`` and ring its bell; returns ``(future, number)``,
-        the number being what helper ``k``'s ``done`` counter reaches when the job is over."""
+    def submit(self, fn, args):
+        """Queue ``fn(*args)`` and ring the bell; returns ``(future, number)``, the number being
+        what ``done`` reaches when the job is over."""
         future = concurrent.futures.Future()
         with self.lock:
-            number = int(self.bells[k * PAD]) + 1
-            self.queues[k].put((future, fn, args))
-            store_release_py(self.bells, k * PAD, number)
+            number = int(self.bell[0]) + 1
+            self.jobs.put((future, fn, args))
+            store_release_py(self.bell, 0, number)
         return future, number
 
-    def wait(self, k: int, number: int, future: concurrent.futures.Future):
-        """Return once job ``number`` of helper ``k`` is over (spin first, then sleep); its exception if any."""
-        spin_until(self.done, k * PAD, number, self.spins)
+    def wait(self, number: int, future: concurrent.futures.Future):
+        """Return once job ``number`` is over (spin first, then sleep): its exception, if any."""
+        spin_until(self.done, 0, number, self.spins)
         return future.exception()
 
-    def close(self):
-        """Let every helper finish what it holds, then end."""
-        with self.lock:
-            for k, q in enumerate(self.queues):
-                q.put(None)
-                store_release_py(self.bells, k * PAD, int(self.bells[k * PAD]) + 1)
-
-    def _serve(self, k: int):
-        """Helper ``k``'s loop: watch the bell, take a job, run it, report; ``None`` ends it."""
-        jobs, taken = self.queues[k], 0
+    def _serve(self):
+        """The thread's loop: watch the bell, take a job, run it, report."""
+        taken = 0
         while True:
-            spin_until(self.bells, k * PAD, taken + 1, self.spins)    # returns at once if one is queued
-            job = jobs.get()                                           # sleeps if none came meanwhile
+            spin_until(self.bell, 0, taken + 1, self.spins)        # returns at once if one is queued
+            future, fn, args = self.jobs.get()                      # sleeps if none came meanwhile
             taken += 1
-            if job is None:
-                return
-            future, fn, args = job
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(fn(*args))
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller, which re-raises it
                     future.set_exception(exc)
-            store_release_py(self.done, k * PAD, taken)
+            store_release_py(self.done, 0, taken)
 
 
-_helpers: Helpers | None = None
+_helpers: list[Helper] = []
 _helpers_lock = threading.Lock()
+_spins = None                  # spin rounds in SPIN_SECONDS, measured with the first helper
 
 
 def _forget_helpers():
     """In a child made by ``fork``: the parent's helper threads do not exist here (only the
-    thread that forked does), so the first parallel part starts a pool of its own."""
+    thread that forked does), so the first parallel part starts helpers of its own."""
     global _helpers, _helpers_lock
-    _helpers, _helpers_lock = None, threading.Lock()
+    _helpers, _helpers_lock = [], threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_helpers)
 
 
-def helpers(n: int) -> Helpers:
-    """The process's helper threads: at least ``n``, and one per Numba thread besides the caller's."""
-    global _helpers
+def helpers(n: int) -> list[Helper]:
+    """The process's first ``n`` helpers, started as needed (at least one per Numba thread
+    besides the caller's).  Helpers are only ever added, never replaced, so a caller
+    holding some of them can always use them."""
+    global _spins
     with _helpers_lock:
-        if _helpers is None or len(_helpers) < n:
-            if _helpers is not None:
-                _helpers.close()
-            _helpers = Helpers(max(n, numba.get_num_threads() - 1))
-        return _helpers
+        if len(_helpers) < n:
+            if _spins is None:
+                _spins = max(1, int(SPIN_SECONDS * _spins_per_second()))
+            for k in range(len(_helpers), max(n, numba.get_num_threads() - 1)):
+                _helpers.append(Helper(k, _spins))
+        return _helpers[:n]
+
+
+def place(pool: list[Helper]):
+    """Narrow the helpers to the calling thread's allowed CPUs, minus the one it is on when
+    :data:`KEEP_OFF_CALLER` (when that leaves nothing, the allowed set as it is).  Where the
+    platform refuses, :data:`AFFINITY` is switched off for good and the OS places them."""
+    global AFFINITY
+    allowed = os.sched_getaffinity(0)
+    cpus = allowed - {current_cpu()} if KEEP_OFF_CALLER else allowed
+    try:
+        for helper in pool:
+            helper.place(cpus or allowed)
+    except OSError:
+        AFFINITY = False
 
 
 def in_parallel(fn, jobs):
-    """``fn(*job)`` for every job at the same time: this thread takes the first, helper ``k``
-    job ``k``; returns when all are done and raises what any of them raised."""
-    others = jobs[1:]
-    pool, waits = None, []
-    if others:
-        pool = helpers(len(others))
-        if KEEP_OFF_CALLER:
-            pool.keep_off(current_cpu(), len(others))
-        waits = [(k, *pool.submit(k, fn, job)) for k, job in enumerate(others)]
+    """``fn(*job)`` for every job at the same time: this thread takes ``jobs[0]``, helper
+    ``k - 1`` takes ``jobs[k]``; returns when all are done and raises what any of them raised.
+
+    The jobs of one call are queued one helper after another: two Python threads whose
+    jobs wait for each other (``run_tiles``' unit blocks) must not call at the same time
+    (``bptt.run_tiles`` holds a lock for that)."""
+    pool = helpers(len(jobs) - 1)
+    if pool and AFFINITY:
+        place(pool)
+    waits = [(helper, *helper.submit(fn, job)) for helper, job in zip(pool, jobs[1:])]
     try:
         fn(*jobs[0])
     finally:
-        errors = [pool.wait(k, number, future) for k, future, number in waits]   # all of them, even if this part raised
+        errors = [helper.wait(number, future) for helper, future, number in waits]   # all, even if this part raised
     for exc in errors:
         if exc is not None:
             raise exc
