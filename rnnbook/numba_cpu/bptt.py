@@ -159,9 +159,9 @@ def _row_blocks(B: int, K: int, N: int, T: int) -> int:
 #: of ``panels.ROWS`` rows (8 with AVX-512, else 6) would compute the missing rows for nothing.
 PANEL_MIN_ROWS = 8
 #: ... and for a single row (the latency regime) while the product is this small (``K·N``:
-#: ``W_hh`` then takes 32 KB in float32 and sits in the L1 cache): the single-row kernel (``panels._emit_row``) splits
-#: the sum over ``k`` into independent chains, where BLAS's matrix-vector product waits on
-#: one.  Measured (training step, µs/step, BLAS vs panels): LSTM B=1 H=32 1.30 vs 1.17, GRU
+#: ``W_hh`` then takes 32 KB in float32 and sits in the L1 cache): the single-row kernel
+#: (``panels._emit_row``) splits the sum over ``k`` into independent chains, where BLAS's
+#: matrix-vector product waits on one.  Measured (training step, µs/step, BLAS vs panels): LSTM B=1 H=32 1.30 vs 1.17, GRU
 #: B=1 H=32 1.36 vs 1.23; from K·N = 16384 on BLAS is as fast or faster (LSTM H=64 3.33 vs
 #: 3.35, H=128 8.67 vs 9.04, GRU H=128 7.41 vs 7.58)
 PANEL_ROW_MAX_MACS = 8192
@@ -182,12 +182,15 @@ def plan_tiles(B: int, K: int, N: int, T: int, H: int) -> Tiling:
     :data:`BLAS_MIN_MACS`, else on packed panels when every block has at least
     :data:`PANEL_MIN_ROWS` rows or a single row meets a product of at most
     :data:`PANEL_ROW_MAX_MACS`, else on BLAS (on loops where NumPy carries no usable BLAS).
-    Never unit blocks: on the development machine (a 2-vCPU VM) the unit split was slower
-    at every size tried: its barrier costs ~0.2 µs when both threads are on a core, but the second vCPU is
-    often not, and then a step waits tens of microseconds (LSTM B=1 H=128 forward:
-    3.6 µs/step on one thread, 4.4-38 µs/step on two unit blocks;
-    ``benchmarks/README.md``).  Where cores are dedicated it can win -- each core then
-    keeps its share of ``W_hh`` in cache -- so it stays one ``split("units")`` away.
+    Never unit blocks by itself.  On the development machine (a 2-vCPU VM) they used to lose
+    at every size tried: their barrier costs ~0.2 µs when both threads are on a core, but
+    the second vCPU often was not (LSTM B=1 H=128 forward: 3.6 µs/step on one thread,
+    4.4-38 µs/step on two unit blocks; ``benchmarks/README.md``).  With the helpers kept off
+    the caller's core (``workers.py``) they ran steadily in later measurements (on a quiet
+    machine), and at B=1 H=256 they win (forward
+    recurrence 11.5 -> 7.6 µs/step); at H <= 128 their four BLAS calls per step, a quarter
+    of the columns each, are no faster than one (2.9 against 2.8 µs/step).  Choosing them
+    automatically wants measurements on more machines: they stay one ``split("units")`` away.
     """
     how, blocks = _split
     if how == "rows":
