@@ -25,8 +25,8 @@ Why the pool is not ``concurrent.futures.ThreadPoolExecutor``:
   watching for the next one before it goes to sleep, and the caller spins as long for its
   helpers to finish, both in compiled code without the GIL.  Waking a sleeping thread
   costs tens of microseconds (about 100 µs on the development VM, whose idle virtual CPU
-  the hypervisor must wake), and a training step hands work over half a dozen times, with
-  a little Python between the hand-offs.  Measured back to back, µs per step, no spin /
+  the hypervisor must wake), and a training step hands work over several times, with a
+  little Python between the hand-offs (since ``bptt.together``, four times).  Measured back to back, µs per step, no spin /
   200 µs / 1 ms: RNN B=8 H=128 training 14.5 / 13.6 / 13.6, GRU B=32 T=64 D=H=64 59.1 /
   54.9 / 54.6, LSTM B=8 H=128 35.7 / 34.7 / 34.5.  OpenMP runtimes do the same between
   parallel regions (PyTorch's libgomp spins for a few milliseconds); a longer spin only
@@ -37,7 +37,8 @@ allowed a single CPU shares it with them), and is left alone where the platform 
 ``sched_setaffinity``/``sched_getcpu`` or refuses it: the helpers then go wherever the OS
 puts them.
 
-Jobs must not call :func:`in_parallel` themselves (a helper would wait for itself).
+Jobs must not call :func:`in_parallel` themselves (a helper would wait for itself).  A
+child made by ``fork`` starts helpers of its own (the parent's threads do not exist there).
 """
 from __future__ import annotations
 
