@@ -163,40 +163,45 @@ def test_phase_gemms_leave_blas_threads_as_they_were():
     assert all(a1 == b0 for (_, a1), (b0, _) in zip(blocks, blocks[1:]))    # no gap, no overlap
 
 
-def test_single_threaded_blas_nests_across_threads():
-    """Blocks that overlap in several Python threads restore OpenBLAS's setting only when the
-    last one leaves (A enters, B enters, A leaves, B leaves)."""
+@pytest.fixture
+def two_blas_threads():
+    """OpenBLAS's thread control ``(get, put)``, set to two threads for the test and restored."""
     if bptt.gemm._threads is None:
         pytest.skip("no OpenBLAS thread control here")
-    import threading
     get, put = bptt.gemm._threads
     old = get()
     put(2)
-    try:
-        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
-        seen = {}
+    yield get, put
+    put(old)
 
-        def a():
-            with bptt.gemm.single_threaded_blas():
-                a_in.set()
-                b_in.wait(10)
-            a_out.set()
 
-        def b():
-            a_in.wait(10)
-            with bptt.gemm.single_threaded_blas():
-                b_in.set()
-                a_out.wait(10)
-                seen["inside after A left"] = get()
-        threads = [threading.Thread(target=f) for f in (a, b)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(20)
-        assert seen["inside after A left"] == 1
-        assert get() == 2
-    finally:
-        put(old)
+def test_single_threaded_blas_nests_across_threads(two_blas_threads):
+    """Blocks that overlap in several Python threads restore OpenBLAS's setting only when the
+    last one leaves (A enters, B enters, A leaves, B leaves)."""
+    import threading
+    get, put = two_blas_threads
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with bptt.gemm.single_threaded_blas():
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def b():
+        a_in.wait(10)
+        with bptt.gemm.single_threaded_blas():
+            b_in.set()
+            a_out.wait(10)
+            seen["inside after A left"] = get()
+    threads = [threading.Thread(target=f) for f in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen["inside after A left"] == 1
+    assert get() == 2
 
 
 @settings(max_examples=20, deadline=None)
@@ -248,3 +253,18 @@ def test_together_is_per_python_thread():
         t.start()
         t.join(20)
         assert done == [3]
+
+
+def test_a_forked_child_restores_blas_threads_left_single_by_a_parent_thread(two_blas_threads):
+    """A fork while another thread is inside ``single_threaded_blas``: the child never sees
+    that thread leave, so its at-fork hook restores OpenBLAS's count and the nesting depth."""
+    get, put = two_blas_threads
+    with bptt.gemm.single_threaded_blas():       # stands for the parent's other thread
+        assert get() == 1
+        bptt.gemm._reset_in_child()                # what the child runs right after fork
+        assert get() == 2 and bptt.gemm._blas_depth == 0
+        with bptt.gemm.single_threaded_blas():     # and the child's own blocks work as usual
+            assert get() == 1
+        assert get() == 2
+        bptt.gemm._blas_depth = 1                  # as the outer block expects on its way out
+        put(1)

@@ -221,6 +221,16 @@ def unit_bounds(H: int, n: int) -> list[tuple[int, int]]:
 _tile_lock = threading.Lock()
 
 
+def _new_tile_lock():
+    """In a child made by ``fork``: a thread of the parent that held the lock is not there."""
+    global _tile_lock
+    _tile_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_tile_lock)
+
+
 def run_tiles(kernel, args, B: int, H: int, tiling: Tiling):
     """Run a tile kernel ``kernel(*args, r0, r1, j0, j1, product, flags, me)`` over ``B × H``.
 

@@ -165,6 +165,20 @@ def single_threaded_blas():
                 put(_blas_saved)
 
 
+def _reset_in_child():
+    """In a child made by ``fork`` while another thread of the parent was inside
+    :func:`single_threaded_blas`: that thread does not exist here and will never leave the
+    block, so restore OpenBLAS's thread count now and start with a fresh lock."""
+    global _blas_lock, _blas_depth
+    if _threads is not None and _blas_depth > 0:
+        _threads[1](_blas_saved)
+    _blas_lock, _blas_depth = threading.Lock(), 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
+
+
 _sgemm = types.ExternalFunction("rnnbook_sgemm", _SIG["s"])
 _dgemm = types.ExternalFunction("rnnbook_dgemm", _SIG["d"])
 

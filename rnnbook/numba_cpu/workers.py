@@ -180,14 +180,15 @@ class Helper:
 
 _helpers: list[Helper] = []
 _helpers_lock = threading.Lock()
+_place_lock = threading.Lock()
 _spins = None                  # spin rounds in SPIN_SECONDS, measured with the first helper
 
 
 def _forget_helpers():
     """In a child made by ``fork``: the parent's helper threads do not exist here (only the
     thread that forked does), so the first parallel part starts helpers of its own."""
-    global _helpers, _helpers_lock
-    _helpers, _helpers_lock = [], threading.Lock()
+    global _helpers, _helpers_lock, _place_lock
+    _helpers, _helpers_lock, _place_lock = [], threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -216,8 +217,9 @@ def place(pool: list[Helper]):
     allowed = os.sched_getaffinity(0)
     cpus = allowed - {current_cpu()} if KEEP_OFF_CALLER else allowed
     try:
-        for helper in pool:
-            helper.place(cpus or allowed)
+        with _place_lock:                   # callers in several Python threads: one at a time
+            for helper in pool:
+                helper.place(cpus or allowed)
     except OSError:
         AFFINITY = False
 
