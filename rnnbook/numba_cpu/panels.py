@@ -149,6 +149,40 @@ class _Ops:
         return builder.and_(builder.icmp_signed(">=", lane, _vector(builder, first, ir.VectorType(i64, self.lanes))),
                             builder.icmp_signed("<", lane, _vector(builder, end, ir.VectorType(i64, self.lanes))))
 
+    def panel_at(self, builder, p_base, k):
+        """The ``VECTORS`` vectors of ``P[p, k·NR : k·NR + NR]`` (``p_base`` points at ``P[p, 0]``)."""
+        i64 = ir.IntType(64)
+        p_k = builder.gep(p_base, [builder.mul(k, ir.Constant(i64, self.nr))])
+        return [builder.load(builder.bitcast(builder.gep(p_k, [ir.Constant(i64, v * self.lanes)]),
+                                             self.vty.as_pointer()), align=self.size)
+                for v in range(VECTORS)]
+
+    def sum_loop(self, builder, start, stop, step, sums, body, name):
+        """Emit ``for k in range(start, stop, step): sums = body(k, sums)`` with the sums (a list
+        of lists of vectors) held in registers (phi nodes), and return their final values.
+        The loop runs at least once: the caller makes sure that ``start < stop``."""
+        i64 = ir.IntType(64)
+        before = builder.block
+        loop = builder.append_basic_block(name)
+        after = builder.append_basic_block(name + ".end")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        k = builder.phi(i64)
+        k.add_incoming(start, before)
+        acc = [[builder.phi(self.vty) for _ in row] for row in sums]
+        for phis, values in zip(acc, sums):
+            for phi, value in zip(phis, values):
+                phi.add_incoming(value, before)
+        new = body(k, acc)
+        k_next = builder.add(k, ir.Constant(i64, step))
+        k.add_incoming(k_next, builder.block)
+        for phis, values in zip(acc, new):
+            for phi, value in zip(phis, values):
+                phi.add_incoming(value, builder.block)
+        builder.cbranch(builder.icmp_signed("<", k_next, stop), loop, after)
+        builder.position_at_end(after)
+        return new
+
     def add_into(self, builder, at, value, mask):
         """``*at += value`` on the lanes of ``mask`` only (the others are neither read nor written)."""
         at = builder.bitcast(at, self.vty.as_pointer())
@@ -165,7 +199,7 @@ def _emit_block(builder, a, lda, rows, p, K, c, ldc, first, end, bits):
     """
     i64 = ir.IntType(64)
     ops = _Ops(builder.module, bits)
-    size, lanes, vty, nr, fma, ptr, zero = ops.size, ops.lanes, ops.vty, ops.nr, ops.fma, ops.ptr, ops.zero
+    size, lanes, vty, fma, ptr, zero = ops.size, ops.lanes, ops.vty, ops.fma, ops.ptr, ops.zero
     a_rows = []                                       # row i reads A[min(i, rows-1)]: always valid memory
     last_row = builder.sub(rows, ir.Constant(i64, 1))
     for i in range(ROWS):
@@ -173,33 +207,16 @@ def _emit_block(builder, a, lda, rows, p, K, c, ldc, first, end, bits):
         a_rows.append(builder.inttoptr(builder.add(a, builder.mul(row, builder.mul(lda, ir.Constant(i64, size)))), ptr))
     p_base = builder.inttoptr(p, ptr)
 
-    entry = builder.block
-    loop = builder.append_basic_block("panel.k")
-    done = builder.append_basic_block("panel.done")
-    builder.branch(loop)
-    builder.position_at_end(loop)
-    k = builder.phi(i64)
-    k.add_incoming(ir.Constant(i64, 0), entry)
-    acc = [[builder.phi(vty) for _ in range(VECTORS)] for _ in range(ROWS)]
-    for row in acc:
-        for phi in row:
-            phi.add_incoming(zero, entry)
-    p_k = builder.gep(p_base, [builder.mul(k, ir.Constant(i64, nr))])
-    m = [builder.load(builder.bitcast(builder.gep(p_k, [ir.Constant(i64, v * lanes)]), vty.as_pointer()), align=size)
-         for v in range(VECTORS)]                                          # m = P[p, k·NR : k·NR + NR]
-    new = []
-    for i in range(ROWS):
-        a_ik = _vector(builder, builder.load(builder.gep(a_rows[i], [k])), vty)   # broadcast A[r+i, k]
-        new.append([builder.call(fma, [a_ik, m[v], acc[i][v]]) for v in range(VECTORS)])  # acc += A[r+i, k] · m
-    k_next = builder.add(k, ir.Constant(i64, 1))
-    k.add_incoming(k_next, loop)
-    for i in range(ROWS):
-        for v in range(VECTORS):
-            acc[i][v].add_incoming(new[i][v], loop)
-    builder.cbranch(builder.icmp_signed("<", k_next, K), loop, done)
+    def body(k, acc):
+        m = ops.panel_at(builder, p_base, k)                               # m = P[p, k·NR : k·NR + NR]
+        new = []
+        for i in range(ROWS):
+            a_ik = _vector(builder, builder.load(builder.gep(a_rows[i], [k])), vty)   # broadcast A[r+i, k]
+            new.append([builder.call(fma, [a_ik, m[v], acc[i][v]]) for v in range(VECTORS)])  # acc += A[r+i, k] · m
+        return new
+    new = ops.sum_loop(builder, ir.Constant(i64, 0), K, 1, [[zero] * VECTORS for _ in range(ROWS)], body, "panel.k")
 
-    builder.position_at_end(done)                                          # C[r+i, cols] += acc[i, cols]
-    c_base = builder.inttoptr(c, ptr)
+    c_base = builder.inttoptr(c, ptr)                                   # C[r+i, cols] += acc[i, cols]
     for v in range(VECTORS):
         cols = ops.columns(builder, v, first, end)
         for i in range(ROWS):
@@ -226,19 +243,15 @@ def _emit_row(builder, a, p, K, c, first, end, bits):
     """
     i64 = ir.IntType(64)
     ops = _Ops(builder.module, bits)
-    size, lanes, vty, nr, fma, zero = ops.size, ops.lanes, ops.vty, ops.nr, ops.fma, ops.zero
+    lanes, vty, fma, zero = ops.lanes, ops.vty, ops.fma, ops.zero
     a_base, p_base = builder.inttoptr(a, ops.ptr), builder.inttoptr(p, ops.ptr)
 
     def step(k, sums):            # sums[v] += A[r, k] · P[p, k·NR + v·lanes ...]
         a_k = _vector(builder, builder.load(builder.gep(a_base, [k])), vty)
-        p_k = builder.gep(p_base, [builder.mul(k, ir.Constant(i64, nr))])
-        return [builder.call(fma, [a_k, builder.load(builder.bitcast(builder.gep(p_k, [ir.Constant(i64, v * lanes)]),
-                                                                     vty.as_pointer()), align=size), sums[v]])
-                for v in range(VECTORS)]
+        return [builder.call(fma, [a_k, m, acc]) for m, acc in zip(ops.panel_at(builder, p_base, k), sums)]
 
     entry = builder.block
     split = builder.append_basic_block("row.split")
-    split_end = builder.append_basic_block("row.split.end")
     rest_test = builder.append_basic_block("row.rest.test")
     rest = builder.append_basic_block("row.rest")
     done = builder.append_basic_block("row.done")
@@ -246,27 +259,16 @@ def _emit_row(builder, a, p, K, c, first, end, bits):
     builder.cbranch(builder.icmp_signed(">", k_split, ir.Constant(i64, 0)), split, rest_test)
 
     builder.position_at_end(split)                                         # the SPLIT_K-way loop
-    k = builder.phi(i64)
-    k.add_incoming(ir.Constant(i64, 0), entry)
-    acc = [[builder.phi(vty) for _ in range(VECTORS)] for _ in range(SPLIT_K)]
-    for sums in acc:
-        for phi in sums:
-            phi.add_incoming(zero, entry)
-    new = [step(builder.add(k, ir.Constant(i64, s)), acc[s]) for s in range(SPLIT_K)]
-    k_next = builder.add(k, ir.Constant(i64, SPLIT_K))
-    k.add_incoming(k_next, split)
-    for s in range(SPLIT_K):
-        for v in range(VECTORS):
-            acc[s][v].add_incoming(new[s][v], split)
-    builder.cbranch(builder.icmp_signed("<", k_next, k_split), split, split_end)
-
-    builder.position_at_end(split_end)                                     # add the partial sums together
-    total = []
+    new = ops.sum_loop(builder, ir.Constant(i64, 0), k_split, SPLIT_K, [[zero] * VECTORS for _ in range(SPLIT_K)],
+                       lambda k, acc: [step(builder.add(k, ir.Constant(i64, s)), acc[s]) for s in range(SPLIT_K)],
+                       "row.split.k")
+    total = []                                                             # add the partial sums together
     for v in range(VECTORS):
         t = new[0][v]
         for s in range(1, SPLIT_K):
             t = builder.fadd(t, new[s][v])
         total.append(t)
+    split_end = builder.block
     builder.branch(rest_test)
 
     builder.position_at_end(rest_test)                                     # then k_split <= k < K, one at a time
@@ -277,23 +279,15 @@ def _emit_row(builder, a, p, K, c, first, end, bits):
     builder.cbranch(builder.icmp_signed("<", k_split, K), rest, done)
 
     builder.position_at_end(rest)
-    k1 = builder.phi(i64)
-    k1.add_incoming(k_split, rest_test)
-    sums = [builder.phi(vty) for _ in range(VECTORS)]
-    for v in range(VECTORS):
-        sums[v].add_incoming(start[v], rest_test)
-    after = step(k1, sums)
-    k1_next = builder.add(k1, ir.Constant(i64, 1))
-    k1.add_incoming(k1_next, rest)
-    for v in range(VECTORS):
-        sums[v].add_incoming(after[v], rest)
-    builder.cbranch(builder.icmp_signed("<", k1_next, K), rest, done)
+    after = ops.sum_loop(builder, k_split, K, 1, [start], lambda k, acc: [step(k, acc[0])], "row.rest.k")[0]
+    rest_end = builder.block
+    builder.branch(done)
 
     builder.position_at_end(done)                                          # C[r, cols] += the sums
     final = [builder.phi(vty) for _ in range(VECTORS)]
     for v in range(VECTORS):
         final[v].add_incoming(start[v], rest_test)
-        final[v].add_incoming(after[v], rest)
+        final[v].add_incoming(after[v], rest_end)
     c_base = builder.inttoptr(c, ops.ptr)
     for v in range(VECTORS):
         ops.add_into(builder, builder.gep(c_base, [ir.Constant(i64, v * lanes)]), final[v], ops.columns(builder, v, first, end))
