@@ -107,11 +107,14 @@ def test_barrier_lets_no_thread_run_ahead(n, seed):
     assert not flags.reshape(n, sync.PAD)[:, 1:].any()         # padding never written
 
 
-def test_barrier_of_one_thread_is_free():
+def test_barrier_of_one_thread_only_announces():
+    """A single thread never waits, but its count says how far it has come (what a thread
+    working alongside the loop reads, ``bptt.run_tiles(..., stream=T)``)."""
     flags = sync.new_flags(1)
     seen = np.zeros((1, 3, 1), np.int64)
     _barrier_walk(flags, 0, 1, 3, seen, np.zeros((1, 3), np.int64))
-    assert not flags.any()                                     # n = 1 never touches the counters
+    assert flags[0] == 3 and not flags[1:].any()
+    assert (seen[0, :, 0] == [1, 2, 3]).all()                   # the count right after each barrier
 
 
 @settings(max_examples=25, deadline=None)

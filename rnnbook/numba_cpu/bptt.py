@@ -71,7 +71,7 @@ import numpy as np
 
 from ..checks import check_window
 from . import gemm, sync
-from .workers import in_parallel
+from .workers import in_parallel, spin_until, store_release_py, wait_for
 
 #: per-step multiply-adds (rows × K × N) from which the BLAS path is used instead of the
 #: compiled loops.  Measured on the development machine (OpenBLAS SkylakeX kernels, aligned
@@ -231,19 +231,131 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_tile_lock)
 
 
-def run_tiles(kernel, args, B: int, H: int, tiling: Tiling):
-    """Run a tile kernel ``kernel(*args, r0, r1, j0, j1, product, flags, me)`` over ``B × H``.
+def run_tiles(kernel, args, B: int, H: int, tiling: Tiling, then=None, stream: int = 0,
+              barriers_per_step: int = 1):
+    """Run a tile kernel ``kernel(*args, r0, r1, j0, j1, product, flags, me)`` over ``B × H``,
+    then the products recorded in ``then`` (a :func:`deferred` block), if any.
 
     Row blocks run independently (as in :func:`run`); unit blocks share one barrier,
     so all of them must be running at once: the pool has a thread for each, and a
     lock keeps two such calls from queueing behind each other's spinning threads.
+
+    ``stream = T`` says that the kernel is a full-BPTT backward pass over ``T`` steps (one
+    chain, from step ``T-1`` down) whose barrier count reaches ``barriers_per_step · (T - t)``
+    once its gate gradients at step ``t`` are stored.  Then, when the tiling leaves a thread
+    idle (a single block: the latency regime), ``then``'s products run *on that thread
+    alongside the loop* (:func:`_alongside`), block of steps by block of steps as the loop
+    hands them over, instead of after it.
     """
+    if then and stream and _streams(tiling, then):
+        _alongside(kernel, args, B, H, tiling, then, stream, barriers_per_step)
+        return
     units = unit_bounds(H, tiling.unit_blocks)
     flags = sync.new_flags(len(units))
     jobs = [(*args, r0, r1, j0, j1, tiling.product, flags, me)   # one unit block: the barrier is a no-op
             for r0, r1 in block_bounds(B, tiling.row_blocks) for me, (j0, j1) in enumerate(units)]
     with gemm.single_threaded_blas(), (_tile_lock if len(units) > 1 else contextlib.nullcontext()):
         in_parallel(kernel, jobs)
+    if then:
+        _run_jobs(then)
+
+
+#: the products' multiply-adds (all of them together) from which they run alongside the loop
+#: (:func:`_alongside`); they grow with the loop's own work.  Below it the loop may be over
+#: before a sleeping helper is awake (tens of µs on the development VM): one thread is as fast.
+STREAM_MIN_MACS = 1 << 21
+#: rows (``steps · B``) per block of steps handed to the thread alongside the loop: enough for
+#: BLAS to run near its speed, few enough that the last block, left after the loop, is short
+STREAM_BLOCK_ROWS = 128
+
+
+def _streams(tiling: Tiling, then) -> bool:
+    """Whether :func:`run_tiles` runs ``then`` alongside the loop: the loop takes one thread and
+    leaves another idle, it is long enough, and every product can be summed by blocks of steps."""
+    return (tiling.row_blocks * tiling.unit_blocks == 1 and numba.get_num_threads() >= 2
+            and sum(job.macs for job in then) >= STREAM_MIN_MACS)
+
+
+def step_blocks(T: int, B: int) -> list[tuple[int, int]]:
+    """Blocks ``(t0, t1)`` of steps, from the last step down (the order a backward pass finishes
+    them), each of about :data:`STREAM_BLOCK_ROWS` rows (``steps · B``), the last ones halving
+    down to a quarter of that, so that what is left after the loop is short."""
+    size = max(1, STREAM_BLOCK_ROWS // max(B, 1))
+    blocks, t1 = [], T
+    while t1 > 0:                               # t1 steps are left, from step t1-1 down
+        step = size if t1 > 2 * size else max(size // 4, (t1 + 1) // 2, 1)
+        blocks.append((max(0, t1 - step), t1))
+        t1 = blocks[-1][0]
+    return blocks
+
+
+#: the count a finished loop leaves in its barrier slot, so that a thread waiting alongside
+#: it never waits for steps that will not come (the kernel raised)
+_LOOP_OVER = 1 << 62
+
+
+def _alongside(kernel, args, B, H, tiling, then, T, barriers_per_step):
+    """The tile kernel on this thread and ``then``'s products on a helper, at the same time.
+
+    The products are cut into the blocks of steps of :func:`step_blocks`, which the loop
+    finishes one after another; a block is ready once the kernel's barrier count says that
+    its gate gradients are stored (``sync.arrive_and_wait`` announces the count even for a
+    single thread).  The helper takes every block in order, waits for it (spinning in
+    compiled code, without the GIL) and adds its terms to the *sums* over steps (the weight
+    and bias gradients: one thread, one order, so the result does not depend on timing).
+    The *per-step* results (the input gradient) are left for whoever is free: the helper
+    computes a block's right after its sums when the next block is not ready yet (it is
+    ahead of the loop), and the rest is shared between the helper and this thread once the
+    loop is over.  Products with no form by steps run on this thread after the loop.
+    """
+    flags = sync.new_flags(1)
+    blocks = step_blocks(T, B)
+    sums = [job for job in then if job.steps is not None and not job.per_step]
+    per_step = [job for job in then if job.steps is not None and job.per_step]
+    whole = [job for job in then if job.steps is None]
+    left = list(range(len(blocks)))          # blocks whose per-step results nobody has taken
+    lock = threading.Lock()
+
+    def ready(n):
+        return spin_until(flags, 0, barriers_per_step * (T - blocks[n][0]), 0)
+
+    def take(n=None):
+        """Compute the per-step results of block ``n`` (or of the next one left); whether one was taken."""
+        with lock:
+            if n is None:
+                n = left.pop(0) if left else None
+            elif n in left:
+                left.remove(n)
+            else:
+                n = None
+        if n is not None:
+            for job in per_step:
+                job.steps(*blocks[n], True)
+        return n is not None
+
+    def part(which):
+        if which == 0:                          # this thread: the loop, then what is left
+            try:
+                kernel(*args, 0, B, 0, H, tiling.product, flags, 0)
+            finally:
+                store_release_py(flags, 0, _LOOP_OVER)
+            for job in whole:
+                job.part(0, job.R)
+        else:                                   # the helper: alongside the loop
+            for n, (t0, t1) in enumerate(blocks):
+                wait_for(flags, 0, barriers_per_step * (T - t0))
+                for job in sums:
+                    job.steps(t0, t1, n == 0)
+                if n + 1 < len(blocks) and not ready(n + 1):
+                    take(n)
+        while take():
+            pass
+    with gemm.single_threaded_blas():
+        in_parallel(part, [(0,), (1,)])
+    for job in then:
+        finish = job.then if job.steps is None else job.total
+        if finish is not None:
+            finish()
 
 
 def run(kernel, args, B, use_blas, n_chunks):
@@ -271,11 +383,33 @@ def block_bounds(R: int, n: int) -> list[tuple[int, int]]:
 GEMM_MIN_MACS_FOR_THREADS = 1 << 24
 
 
-def on_threads(part, R, macs, then=None):
+class Product(NamedTuple):
+    """One GEMM of phases 1 and 3, as :func:`on_threads` records it.
+
+    ``part(r0, r1)`` computes rows ``r0 .. r1-1`` of its result from all steps, ``then()``
+    finishes it after all parts.  The gradients after the loop may also say how to compute
+    them block of steps by block of steps (:func:`run_tiles` does so alongside a loop that
+    leaves a thread idle): ``steps(t0, t1, first)`` takes steps ``t0 .. t1-1``, and
+    ``total()`` finishes the result after all blocks.  For a sum over steps (a weight or
+    bias gradient) ``steps`` adds the block's terms (stores them with ``first``), and the
+    blocks must come in one order on one thread; a result with a part per step
+    (``per_step``: the input gradient) takes its blocks in any order, on any thread.
+    """
+    part: object
+    R: int
+    macs: int
+    then: object = None
+    steps: object = None
+    total: object = None
+    per_step: bool = False
+
+
+def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False):
     """Run ``part(r0, r1)`` over row blocks covering ``0 .. R-1``: one per thread of the backend
     when the job (``macs`` multiply-adds) is big enough, with BLAS single-threaded inside;
-    then ``then()`` (if given) on this thread.  Inside :func:`together` the job is only
-    queued, and runs with the others of the block when it ends (then their multiply-adds
+    then ``then()`` (if given) on this thread.  Inside :func:`together` or :func:`deferred`
+    the job is only recorded (with ``steps``/``total``, its form by blocks of steps, see
+    :class:`Product`), and runs with the others of the block later (then their multiply-adds
     together decide the threads: :func:`_run_jobs`).
 
     Why not let OpenBLAS thread each call itself: after a threaded call its workers keep
@@ -285,11 +419,12 @@ def on_threads(part, R, macs, then=None):
     projection, the recurrence ran no faster on two row blocks than on one, and 1.8x faster
     without it.  The helper threads (``workers.py``) sleep when idle.
     """
+    job = Product(part, R, macs, then, steps, total, per_step)
     queued = getattr(_together, "jobs", None)
     if queued is not None:
-        queued.append((part, R, macs, then))
+        queued.append(job)
         return
-    _run_jobs([(part, R, macs, then)])
+    _run_jobs([job])
 
 
 def _run_jobs(jobs):
@@ -297,21 +432,35 @@ def _run_jobs(jobs):
     :data:`GEMM_MIN_MACS_FOR_THREADS` multiply-adds, thread ``k`` runs block ``k`` of every
     job (each cut into as many row blocks as there are threads, or rows), else this thread
     runs them all; then each job's ``then``."""
-    n = numba.get_num_threads() if sum(macs for _, _, macs, _ in jobs) >= GEMM_MIN_MACS_FOR_THREADS else 1
+    n = numba.get_num_threads() if sum(job.macs for job in jobs) >= GEMM_MIN_MACS_FOR_THREADS else 1
 
     def thread(k):
-        for part, R, macs, _ in jobs:
-            m = max(1, min(n, R))
+        for job in jobs:
+            m = max(1, min(n, job.R))
             if k < m:
-                part(*block_bounds(R, m)[k])
+                job.part(*block_bounds(job.R, m)[k])
     with gemm.single_threaded_blas():
         in_parallel(thread, [(k,) for k in range(n)])
-    for _, _, _, then in jobs:
-        if then is not None:
-            then()
+    for job in jobs:
+        if job.then is not None:
+            job.then()
 
 
 _together = threading.local()
+
+
+@contextlib.contextmanager
+def deferred():
+    """Inside the block, the GEMMs of :func:`on_threads` are only recorded, into the list it
+    yields; whoever holds the list runs them (``run_tiles(..., then=jobs)``).  The arrays they
+    return are filled only then.  The backward passes record their products after the loop
+    this way *before* the loop, so that :func:`run_tiles` can run them alongside it."""
+    outer = getattr(_together, "jobs", None)
+    _together.jobs = jobs = []
+    try:
+        yield jobs
+    finally:
+        _together.jobs = outer
 
 
 @contextlib.contextmanager
@@ -319,16 +468,10 @@ def together():
     """Inside the block, the GEMMs of :func:`on_threads` are queued; they all run when it ends,
     with a single hand-off to the threads (each a cost of ~0.1 ms on the development VM, see
     :data:`MIN_MACS_FOR_THREADS`).  The arrays they return are filled only then: read them
-    after the block.  A block inside another runs its own queue when it ends.  The cells put
-    the weight, bias and input gradients of the backward pass in one such block (LSTM B=8
-    H=128 T=256 training step: four hand-offs become one).
+    after the block.  A block inside another runs its own queue when it ends.
     """
-    outer = getattr(_together, "jobs", None)
-    _together.jobs = jobs = []
-    try:
+    with deferred() as jobs:
         yield
-    finally:
-        _together.jobs = outer
     _run_jobs(jobs)
 
 
@@ -371,21 +514,46 @@ def contiguous(params, names):
     return tuple(np.ascontiguousarray(params[n]) for n in names)
 
 
+# The gradients after the loop.  Each records its product with ``on_threads`` and returns the
+# array that the product fills, maybe later (``deferred``: the backward passes record them
+# before the loop that computes ``dZ``), so ``dZ`` is read only inside the parts.
+
 def weight_gradient(dZ, inputs):
-    """``Σ_t dZ_t^T inputs_t`` as one GEMM: ``dZ (T, B, G)``, ``inputs (T, B, K)`` -> ``(G, K)``."""
+    """``Σ_t dZ_t^T inputs_t`` as one GEMM: ``dZ (T, B, G)``, ``inputs (T, B, K)`` -> ``(G, K)``.
+
+    By blocks of steps (alongside the loop, :func:`run_tiles`) each block adds its terms into
+    the result in place (``gemm.add_sum_of_products``)."""
     T, B, G = dZ.shape
-    return matmul(dZ.reshape(T * B, G).T, inputs.reshape(T * B, -1))
+    X = inputs.reshape(T * B, -1)
+    out = np.empty((G, X.shape[1]), np.result_type(dZ.dtype, X.dtype))
+
+    def part(g0, g1):
+        np.matmul(dZ.reshape(T * B, G)[:, g0:g1].T, X, out=out[g0:g1])
+
+    def steps(t0, t1, first):
+        gemm.add_sum_of_products(dZ[t0:t1].reshape((t1 - t0) * B, G), X[t0 * B:t1 * B], out, first)
+    on_threads(part, G, T * B * G * X.shape[1], steps=steps)
+    return out
 
 
 def input_gradient(dZ, W_ih):
     """``dX_t = dZ_t W_ih`` for all steps: ``(T, B, G) @ (G, D)`` -> ``(T, B, D)``."""
     T, B, G = dZ.shape
-    return matmul(dZ.reshape(T * B, G), W_ih).reshape(T, B, -1)
+    out = np.empty((T * B, W_ih.shape[1]), np.result_type(dZ.dtype, W_ih.dtype))
+
+    def part(r0, r1):
+        np.matmul(dZ.reshape(T * B, G)[r0:r1], W_ih, out=out[r0:r1])
+
+    def steps(t0, t1, first):
+        part(t0 * B, t1 * B)
+    on_threads(part, T * B, T * B * G * W_ih.shape[1], steps=steps, per_step=True)
+    return out.reshape(T, B, -1)
 
 
 def bias_gradient(dZ):
     """``Σ_t Σ_b dZ[t, b] = 1ᵀ dZ``: ``dZ (T, B, G)`` -> ``(G,)``, as a matrix-vector product
-    (BLAS) over blocks of rows on the threads, the blocks' sums added at the end.
+    (BLAS) over blocks of rows on the threads, the blocks' sums added at the end (by blocks
+    of steps alongside the loop: added into the result as they come).
 
     A product with a vector of ones rather than ``dZ.sum(axis=0)``: NumPy's reduction over
     the first axis runs at a few GFLOP/s, BLAS's at memory speed (measured, one thread:
@@ -394,17 +562,23 @@ def bias_gradient(dZ):
     10% of its step).
     """
     T, B, G = dZ.shape
-    rows = dZ.reshape(T * B, G)
     ones = np.ones(T * B, dZ.dtype)
     parts = {}
     out = np.empty(G, dZ.dtype)
 
     def part(r0, r1):
-        parts[r0] = ones[r0:r1] @ rows[r0:r1]
+        parts[r0] = ones[r0:r1] @ dZ.reshape(T * B, G)[r0:r1]
 
     def total():
         out[:] = sum(parts[k] for k in sorted(parts))
-    on_threads(part, T * B, T * B * G, then=total)
+
+    def steps(t0, t1, first):
+        block = ones[t0 * B:t1 * B] @ dZ[t0:t1].reshape((t1 - t0) * B, G)
+        if first:
+            np.copyto(out, block)
+        else:
+            np.add(out, block, out=out)
+    on_threads(part, T * B, T * B * G, then=total, steps=steps)
     return out
 
 

@@ -310,18 +310,10 @@ def backward(params, cache, dy, dstate=None, window=None):
     dGI = np.empty((T, B, 3 * H), dtype)    # every element stored at a chain's first visit (bptt.revisits)
     dh, dh0 = np.empty((B, H), dtype), np.zeros((B, H), dtype)
     tiling = bptt.plan_tiles(B, 3 * H, H, T, H)
-    if cache["options"]["reset_after"]:
-        dGH_n, dgi, dgh = np.empty((T, B, H), dtype), np.empty((B, 3 * H), dtype), np.empty((2, B, 3 * H), dtype)
-        args = (cache["acts"], cache["ghn"], hs, operand(W_hh, tiling.product), dy, dstate_h, chains,
-                inject_all, dGI, dGH_n, dgi, dgh, dh, dh0)
-        bptt.run_tiles(_backward_after_tile, args, B, H, tiling)
-    else:
-        dgi, dan, drh = np.empty((2, B, 3 * H), dtype), np.empty((2, B, H), dtype), np.empty((B, H), dtype)
-        args = (cache["acts"], hs, operand(W_hh[:2 * H], tiling.product), operand(W_hh[2 * H:], tiling.product),
-                dy, dstate_h, chains, inject_all, dGI, dgi, dan, drh, dh, dh0)
-        bptt.run_tiles(_backward_before_tile, args, B, H, tiling)
     reset_after = cache["options"]["reset_after"]
-    with bptt.together():                                            # the products after the loop: one hand-off
+    if reset_after:
+        dGH_n = np.empty((T, B, H), dtype)
+    with bptt.deferred() as after_loop:                              # the products after the loop, recorded:
         dW_ih = bptt.weight_gradient(dGI, x)                         # gi = x W_ih^T + b_ih
         db_ih = bptt.bias_gradient(dGI)
         dx = bptt.input_gradient(dGI, W_ih)
@@ -333,6 +325,19 @@ def backward(params, cache, dy, dstate=None, window=None):
             db_n = bptt.bias_gradient(dGH_n)
         else:
             dW_n = bptt.weight_gradient(dGI[:, :, 2 * H:], cache["rh"])   # a_n = … + rh W_hn^T
+    # ... run_tiles fills them: after the loop with one hand-off, or alongside it on an idle thread
+    stream = T if window is None else 0
+    if reset_after:
+        dgi, dgh = np.empty((B, 3 * H), dtype), np.empty((2, B, 3 * H), dtype)
+        args = (cache["acts"], cache["ghn"], hs, operand(W_hh, tiling.product), dy, dstate_h, chains,
+                inject_all, dGI, dGH_n, dgi, dgh, dh, dh0)
+        bptt.run_tiles(_backward_after_tile, args, B, H, tiling, then=after_loop, stream=stream)
+    else:
+        dgi, dan, drh = np.empty((2, B, 3 * H), dtype), np.empty((2, B, H), dtype), np.empty((B, H), dtype)
+        args = (cache["acts"], hs, operand(W_hh[:2 * H], tiling.product), operand(W_hh[2 * H:], tiling.product),
+                dy, dstate_h, chains, inject_all, dGI, dgi, dan, drh, dh, dh0)
+        bptt.run_tiles(_backward_before_tile, args, B, H, tiling, then=after_loop, stream=stream,
+                       barriers_per_step=2)
     dW_hh = np.concatenate([dW_rz, dW_n])
     db_hh = np.concatenate([db_ih[:2 * H], db_n]) if reset_after else db_ih.copy()   # a = gi + gh: the same sums
     return {"W_ih": dW_ih, "W_hh": dW_hh, "b_ih": db_ih, "b_hh": db_hh, "x": dx, "state0": (dh0,)}

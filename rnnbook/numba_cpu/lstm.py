@@ -177,14 +177,15 @@ def backward(params, cache, dy, dstate=None, window=None):
     args = (cache["gates"], cache["hs"], cache["cs"], operand(W_hh, tiling.product), np.ascontiguousarray(dy),
             np.ascontiguousarray(dstate[0]), np.ascontiguousarray(dstate[1]), chains, inject_all,
             dZ, dz, dh, dc, dh0, dc0)
-    bptt.run_tiles(_backward_tile, args, B, H, tiling)
     hs = cache["hs"]
-    with bptt.together():                                           # the products after the loop: one hand-off
+    with bptt.deferred() as after_loop:                             # the products after the loop, recorded:
         grads = {"W_ih": bptt.weight_gradient(dZ, cache["x"]),     # z = x W_ih^T + …
                  "W_hh": bptt.weight_gradient(dZ, hs[:-1]),         # z = … + h_prev W_hh^T
                  "b": bptt.bias_gradient(dZ),                                # z = … + b
                  "x": bptt.input_gradient(dZ, W_ih),
                  "state0": (dh0, dc0)}
+    # ... run_tiles fills them: after the loop with one hand-off, or alongside it on an idle thread
+    bptt.run_tiles(_backward_tile, args, B, H, tiling, then=after_loop, stream=T if window is None else 0)
     return grads
 
 

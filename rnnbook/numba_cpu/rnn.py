@@ -124,14 +124,15 @@ def backward(params, cache, dy, dstate=None, window=None):
     tiling = bptt.plan_tiles(B, H, H, T, H)
     args = (cache["hs"], operand(W_hh, tiling.product), np.ascontiguousarray(dy), dstate_h, use_relu,
             chains, inject_all, dA, da, dh, dh0)
-    bptt.run_tiles(_backward_tile, args, B, H, tiling)
     hs = cache["hs"]
-    with bptt.together():                                            # the products after the loop: one hand-off
+    with bptt.deferred() as after_loop:                              # the products after the loop, recorded:
         grads = {"W_ih": bptt.weight_gradient(dA, cache["x"]),      # a = x W_ih^T + …
                  "W_hh": bptt.weight_gradient(dA, hs[:-1]),          # a = … + h_prev W_hh^T
                  "b": bptt.bias_gradient(dA),                                 # a = … + b
                  "x": bptt.input_gradient(dA, W_ih),
                  "state0": (dh0,)}
+    # ... run_tiles fills them: after the loop with one hand-off, or alongside it on an idle thread
+    bptt.run_tiles(_backward_tile, args, B, H, tiling, then=after_loop, stream=T if window is None else 0)
     return grads
 
 

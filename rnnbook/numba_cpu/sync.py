@@ -15,6 +15,10 @@ counter per thread in shared memory::
         flags[me·PAD] := count                        (release: my step-t writes are visible first)
         for every thread k: wait until flags[k·PAD] ≥ count   (acquire: then read theirs)
 
+A loop on a single thread (``n = 1``) only announces: nobody waits for it at the barrier,
+but a thread computing the gradient products alongside the backward loop reads the count
+to know which steps' gate gradients are ready (``bptt.run_tiles``).
+
 ``count`` is the number of barriers the thread has passed, so the counters never
 need resetting within a call and a fast thread can never be confused by a slow
 one's old value.  The store and the loads are *atomic* with release/acquire order:
@@ -87,10 +91,13 @@ def cpu_relax(typingctx):
 
 @njit(inline="always")
 def arrive_and_wait(flags, me, n, count):
-    """Announce ``count`` barriers passed by thread ``me``; return when all ``n`` threads have."""
+    """Announce ``count`` barriers passed by thread ``me``; return when all ``n`` threads have.
+
+    A single thread announces too: its count is how far the loop has come, which a thread
+    working alongside it reads (``bptt.run_tiles(..., stream=T)``)."""
+    store_release(flags, me * PAD, count)
     if n <= 1:
         return
-    store_release(flags, me * PAD, count)
     for k in range(n):
         spins = 0
         while load_acquire(flags, k * PAD) < count:

@@ -96,6 +96,14 @@ def store_release_py(counters, i, value):
     store_release(counters, i, value)
 
 
+def wait_for(counters, i, target):
+    """Return once ``counters[i] >= target`` (another thread stores it with release order):
+    spin in compiled code without the GIL, and let other threads have the core between rounds
+    of spinning (a waiting thread on a busy machine must not keep the one it waits for off)."""
+    while not spin_until(counters, i, target, 20000):
+        os.sched_yield()
+
+
 #: how long a helper keeps watching for its next job after one, and the caller for its
 #: helpers to finish, before either goes to sleep (seconds; environment variable
 #: ``RNNBOOK_SPIN_US`` in microseconds, 0 to sleep at once)

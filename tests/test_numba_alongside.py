@@ -1,0 +1,207 @@
+"""The gradient products alongside the backward loop (``bptt.run_tiles(..., stream=T)``).
+
+When the backward loop runs on a single block (the latency regime), a helper computes the
+weight, bias and input gradients block of steps by block of steps while the loop is still
+producing the gate gradients of earlier steps.  Checked here: the blocks cover every step
+once; each cell gives the reference's gradients through that path (which the tests force
+at small sizes, and confirm was taken); the weight sums do not depend on timing; the
+helper never reads a block before the loop has announced it; a loop that raises does not
+leave the helper waiting.
+"""
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+numba_cpu = pytest.importorskip("rnnbook.numba_cpu")
+from rnnbook.numba_cpu import bptt, workers  # noqa: E402
+
+import rnnbook as rb  # noqa: E402
+from test_numba_parity import CELLS, STRATEGIES, compare, rel_error  # noqa: E402
+
+
+@given(T=st.integers(1, 3000), B=st.integers(1, 300), rows=st.integers(1, 512))
+def test_step_blocks_cover_every_step_once_from_the_top(T, B, rows):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bptt, "STREAM_BLOCK_ROWS", rows)
+        blocks = bptt.step_blocks(T, B)
+    size = max(1, rows // B)
+    assert blocks[0][1] == T and blocks[-1][0] == 0
+    assert all(b[1] == a[0] for a, b in zip(blocks, blocks[1:]))       # downwards, no gap, no overlap
+    assert all(0 < t1 - t0 <= size for t0, t1 in blocks)
+    assert all(t1 - t0 >= min(max(size // 4, 1), t1) for t0, t1 in blocks)  # none tiny but what is left
+    if T > 2 * size:
+        assert blocks[-1][1] - blocks[-1][0] <= max(size // 4, 1)    # the block left after the loop is short
+
+
+class Spy:
+    """Counts the calls of ``bptt._alongside`` (the path that runs the products with the loop)."""
+
+    def __init__(self, mp):
+        self.calls = 0
+        real = bptt._alongside
+
+        def spy(*args, **kwargs):
+            self.calls += 1
+            return real(*args, **kwargs)
+        mp.setattr(bptt, "_alongside", spy)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cell=st.sampled_from(CELLS), T=st.integers(1, 12), B=st.integers(1, 3), D=st.integers(1, 6),
+       H=st.integers(1, 9), dtype=st.sampled_from([np.float64, np.float32]),
+       strategy=st.sampled_from(STRATEGIES), window=st.one_of(st.none(), st.integers(1, 4)),
+       rows=st.integers(1, 6), use_state=st.booleans(), seed=st.integers(0, 2**16))
+def test_gradients_alongside_the_loop_match_the_reference(cell, T, B, D, H, dtype, strategy, window, rows,
+                                                           use_state, seed):
+    """Forced at every size (blocks of 1-6 rows): the reference's gradients, float64 to 1e-10 and
+    float32 to 1e-5; taken for full BPTT only (BPTT(k) runs several chains over each step)."""
+    arch, opts = cell
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bptt, "STREAM_MIN_MACS", 0)
+        mp.setattr(bptt, "STREAM_BLOCK_ROWS", rows)
+        mp.setattr(bptt.numba, "get_num_threads", lambda: 2)
+        spy = Spy(mp)
+        compare(arch, opts, T, B, D, H, dtype, strategy, window, seed, use_state, split=("rows", 1))
+    assert spy.calls == (1 if window is None else 0)
+
+
+def _long_sequence(arch, opts, T, B, seed):
+    """A stable long problem (weights at their initial scale, so that 1000 steps of an RNN do
+    not overflow; biases randomised) on both backends: the worst relative error."""
+    rng = np.random.default_rng(seed)
+    D, H = 32, 48
+    params = rb.init_params(arch, D, H, seed=seed, dtype=np.float32, **opts)
+    params = {k: (v + (0.3 * rng.standard_normal(v.shape) if k.startswith("b") else 0)).astype(np.float32)
+              for k, v in params.items()}
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    out = []
+    for backend in ("numpy", "numba"):
+        y, state, cache = rb.forward(arch, params, x, backend=backend, **opts)
+        out.append(rb.backward(arch, params, cache, dy))
+    return max(rel_error(out[1][k], out[0][k]) for k in list(params) + ["x"])
+
+
+@pytest.mark.parametrize("arch,opts", CELLS)
+def test_taken_at_b1_by_itself_and_not_with_one_thread(arch, opts, monkeypatch):
+    """Unforced: a long single sequence goes alongside the loop; with one thread, or with the
+    batch on two row blocks, the products run after it."""
+    spy = Spy(monkeypatch)
+    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
+    assert _long_sequence(arch, opts, 1000, 1, seed=1) <= 1e-5
+    assert spy.calls == 1
+    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 1)
+    assert _long_sequence(arch, opts, 1000, 1, seed=2) <= 1e-5
+    assert spy.calls == 1
+    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
+    with bptt.split("rows", 2):
+        assert _long_sequence(arch, opts, 1000, 4, seed=3) <= 1e-5
+    assert spy.calls == 1
+
+
+def test_no_block_is_read_before_the_loop_announces_it(monkeypatch):
+    """A stand-in loop fills ``dZ`` one step at a time, from the last, with pauses, and
+    announces each step on the barrier counter as the kernels do; ``dZ`` starts as NaN, so
+    a block read too early leaves NaN in the gradients."""
+    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
+    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
+    rng = np.random.default_rng(5)
+    T, B, G, D = 40, 2, 6, 3
+    values = rng.standard_normal((T, B, G))
+    x, W_ih = rng.standard_normal((T, B, D)), rng.standard_normal((G, D))
+    dZ = np.full((T, B, G), np.nan)
+
+    def loop(r0, r1, j0, j1, product, flags, me):
+        for k, t in enumerate(range(T - 1, -1, -1)):
+            dZ[t] = values[t]
+            time.sleep(0.0005 * (t % 3))                        # uneven steps; lets the helper run
+            workers.store_release_py(flags, me * bptt.sync.PAD, 2 * (k + 1))   # two barriers per step
+    with bptt.deferred() as after_loop:
+        dW, db, dX = bptt.weight_gradient(dZ, x), bptt.bias_gradient(dZ), bptt.input_gradient(dZ, W_ih)
+    spy = Spy(monkeypatch)
+    bptt.run_tiles(loop, (), B, 5, bptt.Tiling(0, 1, 1), then=after_loop, stream=T, barriers_per_step=2)
+    assert spy.calls == 1
+    np.testing.assert_allclose(dW, np.einsum("tbg,tbd->gd", values, x), rtol=1e-12)
+    np.testing.assert_allclose(db, values.sum(axis=(0, 1)), rtol=1e-12)
+    np.testing.assert_allclose(dX, values @ W_ih, rtol=1e-12)
+
+
+def test_weight_sums_do_not_depend_on_timing(monkeypatch):
+    """The sums are added block after block on one thread: bit for bit the same, however fast
+    the loop goes."""
+    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 8)
+    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
+    rng = np.random.default_rng(6)
+    T, B, G, D = 64, 1, 8, 5
+    values = rng.standard_normal((T, B, G)).astype(np.float32)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    results = []
+    for pause in (0.0, 0.0003):
+        dZ = np.empty((T, B, G), np.float32)
+
+        def loop(r0, r1, j0, j1, product, flags, me):
+            for k, t in enumerate(range(T - 1, -1, -1)):
+                dZ[t] = values[t]
+                if pause and t % 5 == 0:
+                    time.sleep(pause)
+                workers.store_release_py(flags, 0, k + 1)
+        with bptt.deferred() as after_loop:
+            out = (bptt.weight_gradient(dZ, x), bptt.bias_gradient(dZ))
+        bptt.run_tiles(loop, (), B, 5, bptt.Tiling(0, 1, 1), then=after_loop, stream=T)
+        results.append(out)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_loop_that_raises_does_not_leave_the_helper_waiting(monkeypatch):
+    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
+    dZ, x = np.zeros((50, 1, 4)), np.zeros((50, 1, 3))
+
+    def loop(r0, r1, j0, j1, product, flags, me):
+        workers.store_release_py(flags, 0, 3)                    # three steps, then a failure
+        raise FloatingPointError("step 46 failed")
+    with bptt.deferred() as after_loop:
+        bptt.weight_gradient(dZ, x)
+    outcome = []
+
+    def call():
+        try:
+            bptt.run_tiles(loop, (), 1, 4, bptt.Tiling(0, 1, 1), then=after_loop, stream=50)
+        except FloatingPointError as exc:
+            outcome.append(exc)
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the helper kept waiting for steps that never came"
+    assert outcome and "step 46" in str(outcome[0])
+
+
+def test_results_need_no_zeroing_alongside_the_loop(monkeypatch):
+    """The first block of a sum stores, the later ones add: with every ``np.empty`` of the cells
+    and of ``bptt`` filled with NaN, a sum that added into its fresh result would be NaN."""
+    import types
+    from rnnbook.numba_cpu import gru, lstm, rnn
+
+    def poisoned(shape, dtype=float, *args, **kwargs):
+        out = np.empty(shape, dtype, *args, **kwargs)
+        if np.dtype(dtype).kind == "f":
+            out.fill(np.nan)
+        return out
+    for module in (rnn, lstm, gru, bptt):
+        fake = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+        fake.empty = poisoned
+        monkeypatch.setattr(module, "np", fake)
+    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 3)
+    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
+    spy = Spy(monkeypatch)
+    for n, (arch, opts) in enumerate(CELLS):
+        compare(arch, opts, 9, 2, 4, 7, np.float64, STRATEGIES[n % len(STRATEGIES)], None, seed=n,
+                split=("rows", 1))
+    assert spy.calls == len(CELLS)
