@@ -35,31 +35,32 @@ def test_plan_tiles_splits_rows_unless_told(monkeypatch):
     LOOPS, BLAS, PANELS = bptt.gemm.LOOPS, bptt.gemm.BLAS, bptt.gemm.PANELS
     few = BLAS if bptt.gemm.HAVE_BLAS else LOOPS       # a product too small per block for panels
     # automatic: rows on threads; panels once every block has PANEL_MIN_ROWS rows
-    assert bptt.plan_tiles(32, 256, 1024, 128, 256) == (PANELS, 2, 1)        # 2 blocks of 16 rows
-    assert bptt.plan_tiles(64, 1024, 4096, 128, 1024) == (PANELS, 2, 1)      # large products too
-    assert bptt.plan_tiles(8, 256, 1024, 256, 256) == (few, 2, 1)            # 2 blocks of 4 rows
-    assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (few, 1, 1)            # one row: one block
-    assert bptt.plan_tiles(1, 64, 256, 1024, 64) == (few, 1, 1)              # small products too
-    assert bptt.plan_tiles(1, 32, 128, 1024, 32) == (PANELS, 1, 1)           # one row, W_hh in L1
-    assert bptt.plan_tiles(2, 32, 128, 1024, 32) == (few, 1, 1)              # two rows: BLAS
-    assert bptt.plan_tiles(1, 8, 16, 1024, 8) == (LOOPS, 1, 1)                # tiny product: loops
+    assert bptt.plan_tiles(32, 256, 1024, 128, 256)[:3] == (PANELS, 2, 1)        # 2 blocks of 16 rows
+    assert bptt.plan_tiles(64, 1024, 4096, 128, 1024)[:3] == (PANELS, 2, 1)      # large products too
+    assert bptt.plan_tiles(8, 256, 1024, 256, 256)[:3] == (few, 2, 1)            # 2 blocks of 4 rows
+    assert bptt.plan_tiles(1, 128, 512, 1024, 128)[:3] == (few, 1, 1)            # one row: one block
+    assert bptt.plan_tiles(1, 64, 256, 1024, 64)[:3] == (few, 1, 1)              # small products too
+    assert bptt.plan_tiles(1, 32, 128, 1024, 32)[:3] == (PANELS, 1, 1)           # one row, W_hh in L1
+    assert bptt.plan_tiles(2, 32, 128, 1024, 32)[:3] == (few, 1, 1)              # two rows: BLAS
+    assert bptt.plan_tiles(1, 8, 16, 1024, 8)[:3] == (LOOPS, 1, 1)                # tiny product: loops
+    assert bptt.plan_tiles(3, 8, 16, 1024, 8).macs == 1024 * 3 * 8 * 16       # the loop's work, T·B·K·N
     monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
-    assert bptt.plan_tiles(8, 256, 1024, 256, 256) == (PANELS, 1, 1)         # one thread, 8 rows
+    assert bptt.plan_tiles(8, 256, 1024, 256, 256)[:3] == (PANELS, 1, 1)         # one thread, 8 rows
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     with bptt.strategy("blas" if bptt.gemm.HAVE_BLAS else "loops"):
         forced = BLAS if bptt.gemm.HAVE_BLAS else LOOPS
-        assert bptt.plan_tiles(32, 256, 1024, 128, 256) == (forced, 2, 1)
-        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (forced, 1, 1)
+        assert bptt.plan_tiles(32, 256, 1024, 128, 256)[:3] == (forced, 2, 1)
+        assert bptt.plan_tiles(1, 128, 512, 1024, 128)[:3] == (forced, 1, 1)
         with bptt.split("units", 3):
-            assert bptt.plan_tiles(64, 256, 1024, 128, 256) == (forced, 1, 3)
-            assert bptt.plan_tiles(1, 2, 2, 5, 2) == (forced, 1, 2)              # never more blocks than units
+            assert bptt.plan_tiles(64, 256, 1024, 128, 256)[:3] == (forced, 1, 3)
+            assert bptt.plan_tiles(1, 2, 2, 5, 2)[:3] == (forced, 1, 2)              # never more blocks than units
         with bptt.split("units"):
-            assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (forced, 1, 2)     # one per thread
+            assert bptt.plan_tiles(1, 128, 512, 1024, 128)[:3] == (forced, 1, 2)     # one per thread
         with bptt.split("rows", 4):
-            assert bptt.plan_tiles(3, 8, 8, 5, 8) == (forced, 3, 1)              # never more blocks than rows
-        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (forced, 1, 1)         # restored on exit
+            assert bptt.plan_tiles(3, 8, 8, 5, 8)[:3] == (forced, 3, 1)              # never more blocks than rows
+        assert bptt.plan_tiles(1, 128, 512, 1024, 128)[:3] == (forced, 1, 1)         # restored on exit
     with bptt.strategy("panels"), bptt.split("units", 2):
-        assert bptt.plan_tiles(1, 128, 512, 1024, 128) == (PANELS, 1, 2)
+        assert bptt.plan_tiles(1, 128, 512, 1024, 128)[:3] == (PANELS, 1, 2)
     with pytest.raises(ValueError, match="strategy must be"):
         with bptt.strategy("tiles"):
             pass
