@@ -37,16 +37,17 @@ def test_step_blocks_cover_every_step_once_from_the_top(T, B, rows):
 
 
 class Spy:
-    """Counts the calls of ``bptt._alongside`` (the path that runs the products with the loop)."""
+    """Counts the calls of ``bptt._gradients_alongside`` (the path that runs the gradients with
+    the backward loop), or of another function of ``bptt`` named by ``name``."""
 
-    def __init__(self, mp):
+    def __init__(self, mp, name="_gradients_alongside"):
         self.calls = 0
-        real = bptt._alongside
+        real = getattr(bptt, name)
 
         def spy(*args, **kwargs):
             self.calls += 1
             return real(*args, **kwargs)
-        mp.setattr(bptt, "_alongside", spy)
+        mp.setattr(bptt, name, spy)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -63,9 +64,10 @@ def test_gradients_alongside_the_loop_match_the_reference(cell, T, B, D, H, dtyp
         mp.setattr(bptt, "STREAM_MIN_MACS", 0)
         mp.setattr(bptt, "STREAM_BLOCK_ROWS", rows)
         mp.setattr(bptt.numba, "get_num_threads", lambda: 2)
-        spy = Spy(mp)
+        spy, ahead = Spy(mp), Spy(mp, "_inputs_alongside")
         compare(arch, opts, T, B, D, H, dtype, strategy, window, seed, use_state, split=("rows", 1))
     assert spy.calls == (1 if window is None else 0)
+    assert ahead.calls == 1
 
 
 def _long_sequence(arch, opts, T, B, seed):
@@ -205,3 +207,53 @@ def test_results_need_no_zeroing_alongside_the_loop(monkeypatch):
         compare(arch, opts, 9, 2, 4, 7, np.float64, STRATEGIES[n % len(STRATEGIES)], None, seed=n,
                 split=("rows", 1))
     assert spy.calls == len(CELLS)
+
+
+def _slow(mp, pause, fail_from=None):
+    """Make every block of the input projection on a helper thread slow (and, from row
+    ``fail_from`` on, fail): the forward loop must wait for each block, or see it fail."""
+    real = bptt.gemm.add_product_rows
+    main = threading.main_thread()
+
+    def slow(X, W, out, r0, r1):
+        if threading.current_thread() is not main:
+            time.sleep(pause)
+            if fail_from is not None and r0 >= fail_from:
+                raise MemoryError(f"block at row {r0}")
+        real(X, W, out, r0, r1)
+    mp.setattr(bptt.gemm, "add_product_rows", slow)
+
+
+@pytest.mark.parametrize("arch,opts", CELLS)
+def test_the_forward_loop_waits_for_its_inputs(arch, opts, monkeypatch):
+    """The helper computing ``G = X W_ihᵀ + b`` ahead of the loop is made slow (2 ms a block of
+    4 steps): a loop that did not wait would read ``G[t]`` with only the bias in it."""
+    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
+    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
+    compare(arch, opts, 24, 1, 5, 7, np.float64, "auto", None, seed=10, split=("rows", 1))  # compiled first:
+    ahead = Spy(monkeypatch, "_inputs_alongside")          # a compiling loop would give the helper all the time
+    _slow(monkeypatch, 0.002)
+    compare(arch, opts, 24, 1, 5, 7, np.float64, "auto", None, seed=11, split=("rows", 1))
+    assert ahead.calls == 1
+
+
+def test_a_failing_input_block_does_not_leave_the_loop_waiting(monkeypatch):
+    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
+    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
+    _slow(monkeypatch, 0.001, fail_from=8)
+    params = rb.init_params("lstm", 3, 5, seed=0)
+    x = np.random.default_rng(0).standard_normal((40, 1, 3))
+    outcome = []
+
+    def call():
+        try:
+            rb.forward("lstm", params, x, backend="numba")
+        except MemoryError as exc:
+            outcome.append(exc)
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the loop kept waiting for inputs that never came"
+    assert outcome and "row 8" in str(outcome[0])

@@ -104,8 +104,9 @@ def test_barrier_lets_no_thread_run_ahead(n, seed):
     # seen[me, t-1, k] = the counter of thread k as thread me saw it right after barrier t
     for t in range(1, steps + 1):
         assert (seen[:, t - 1, :] >= t).all(), f"a thread passed barrier {t} before all others reached it"
-    assert (flags[::sync.PAD] == steps).all()
-    assert not flags.reshape(n, sync.PAD)[:, 1:].any()         # padding never written
+    assert (flags[:n * sync.PAD:sync.PAD] == steps).all()
+    assert not flags[:n * sync.PAD].reshape(n, sync.PAD)[:, 1:].any()         # padding never written
+    assert flags[n * sync.PAD] == sync.ALL_READY and not flags[n * sync.PAD + 1:].any()   # the inputs' count
 
 
 def test_barrier_of_one_thread_only_announces():
@@ -114,7 +115,7 @@ def test_barrier_of_one_thread_only_announces():
     flags = sync.new_flags(1)
     seen = np.zeros((1, 3, 1), np.int64)
     _barrier_walk(flags, 0, 1, 3, seen, np.zeros((1, 3), np.int64))
-    assert flags[0] == 3 and not flags[1:].any()
+    assert flags[0] == 3 and not flags[1:sync.PAD].any()
     assert (seen[0, :, 0] == [1, 2, 3]).all()                   # the count right after each barrier
 
 

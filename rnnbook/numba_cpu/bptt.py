@@ -233,40 +233,51 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_tile_lock)
 
 
-def run_tiles(kernel, args, B: int, H: int, tiling: Tiling, then=None, stream: int = 0,
+def run_tiles(kernel, args, B: int, H: int, tiling: Tiling, before=None, then=None, stream: int = 0,
               barriers_per_step: int = 1):
     """Run a tile kernel ``kernel(*args, r0, r1, j0, j1, product, flags, me)`` over ``B × H``,
-    then the products recorded in ``then`` (a :func:`deferred` block), if any.
+    with the products recorded in ``before`` (the input projection) run before it and those
+    in ``then`` (the gradients) after it, if any (both :func:`deferred` blocks).
 
     Row blocks run independently (as in :func:`run`); unit blocks share one barrier,
     so all of them must be running at once: the pool has a thread for each, and a
     lock keeps two such calls from queueing behind each other's spinning threads.
 
-    ``stream = T`` says that the kernel is a full-BPTT backward pass over ``T`` steps (one
-    chain, from step ``T-1`` down) whose barrier count reaches ``barriers_per_step · (T - t)``
-    once its gate gradients at step ``t`` are stored.  Then, when the tiling leaves a thread
-    idle (a single block: the latency regime), ``then``'s products run *on that thread
-    alongside the loop* (:func:`_alongside`), block of steps by block of steps as the loop
-    hands them over, instead of after it.
+    ``stream = T`` says that the loop goes over ``T`` steps and tells how far it has come,
+    so that, when the tiling leaves a thread idle (a single block: the latency regime), the
+    products can run *on that thread alongside the loop*, block of steps by block of steps,
+    instead of before or after it:
+
+    * ``before``: a forward kernel waits at each step for its inputs (``sync.wait_for_inputs``),
+      which the helper computes ahead of it (:func:`_inputs_alongside`);
+    * ``then``: a full-BPTT backward kernel (one chain, from step ``T-1`` down) whose barrier
+      count reaches ``barriers_per_step · (T - t)`` once its gate gradients at step ``t`` are
+      stored; the helper follows it (:func:`_gradients_alongside`).
     """
-    if then and stream and _streams(tiling, then):
-        _alongside(kernel, args, B, H, tiling, then, stream, barriers_per_step)
+    if before and stream and _streams(tiling, before):
+        _inputs_alongside(kernel, args, B, H, tiling, before, stream)
+    elif then and stream and _streams(tiling, then):
+        _gradients_alongside(kernel, args, B, H, tiling, then, stream, barriers_per_step)
         return
-    units = unit_bounds(H, tiling.unit_blocks)
-    flags = sync.new_flags(len(units))
-    jobs = [(*args, r0, r1, j0, j1, tiling.product, flags, me)   # one unit block: the barrier is a no-op
-            for r0, r1 in block_bounds(B, tiling.row_blocks) for me, (j0, j1) in enumerate(units)]
-    with gemm.single_threaded_blas(), (_tile_lock if len(units) > 1 else contextlib.nullcontext()):
-        in_parallel(kernel, jobs)
+    else:
+        if before:
+            _run_jobs(before)
+        units = unit_bounds(H, tiling.unit_blocks)
+        flags = sync.new_flags(len(units))
+        jobs = [(*args, r0, r1, j0, j1, tiling.product, flags, me)   # one unit block: the barrier is a no-op
+                for r0, r1 in block_bounds(B, tiling.row_blocks) for me, (j0, j1) in enumerate(units)]
+        with gemm.single_threaded_blas(), (_tile_lock if len(units) > 1 else contextlib.nullcontext()):
+            in_parallel(kernel, jobs)
     if then:
         _run_jobs(then)
 
 
-#: the loop's multiply-adds (``Tiling.macs``) from which the products after it run alongside
-#: it (:func:`_alongside`).  A shorter loop is over too soon after the helper wakes (tens of µs
-#: on the development VM) for the hand-off to pay: measured, training step at B=1 T=1024 in
-#: µs/step, after vs alongside: RNN H=32 (2^20) 0.47 vs 0.55, GRU H=32 (3·2^20) 1.06 vs 1.02,
-#: LSTM H=32 (2^22) 1.10 vs 0.98, LSTM H=64 2.85 vs 2.74, LSTM H=128 9.65 vs 8.23
+#: the loop's multiply-adds (``Tiling.macs``) from which the products before or after it run
+#: alongside it (:func:`_inputs_alongside`, :func:`_gradients_alongside`).  A shorter loop is
+#: over too soon after the helper wakes (tens of µs on the development VM) for the hand-off to
+#: pay: measured with the gradients alongside, training step at B=1 T=1024 in µs/step, after
+#: vs alongside: RNN H=32 (2^20) 0.47 vs 0.55, GRU H=32 (3·2^20) 1.06 vs 1.02, LSTM H=32 (2^22)
+#: 1.10 vs 0.98, LSTM H=64 2.85 vs 2.74, LSTM H=128 9.65 vs 8.23
 STREAM_MIN_MACS = 1 << 21
 #: rows (``steps · B``) per block of steps handed to the thread alongside the loop: enough for
 #: BLAS to run near its speed, few enough that the last block, left after the loop, is short
@@ -296,10 +307,56 @@ def step_blocks(T: int, B: int) -> list[tuple[int, int]]:
 
 #: the count a finished loop leaves in its barrier slot, so that a thread waiting alongside
 #: it never waits for steps that will not come (the kernel raised)
-_LOOP_OVER = 1 << 62
+_LOOP_OVER = sync.ALL_READY
 
 
-def _alongside(kernel, args, B, H, tiling, then, T, barriers_per_step):
+def _inputs_alongside(kernel, args, B, H, tiling, before, T):
+    """The forward kernel on this thread while a helper computes its inputs ahead of it.
+
+    ``before``'s per-step products (the input projection ``G = X W_ihᵀ + b``) are cut into
+    the blocks of :func:`step_blocks` mirrored, from step 0 up, the smallest first.  This
+    thread computes the first block itself (so the loop does not wait for a helper to wake),
+    then runs the loop, which waits at each step until ``G[t]`` is announced
+    (``sync.wait_for_inputs``, the slot after the barrier's); the helper computes the other
+    blocks in order and announces each (after the one before it, so the count only ever
+    means "every step below it").  Products with no form by steps run before the loop.
+    """
+    flags = sync.new_flags(1)
+    ready = flags.shape[0] - sync.PAD
+    flags[ready] = 0
+    size = max(1, STREAM_BLOCK_ROWS // max(B, 1))
+    blocks = [(t0, min(t0 + size, T)) for t0 in range(0, T, size)]
+    per_step = [job for job in before if job.steps is not None]
+    for job in before:
+        if job.steps is None:
+            job.part(0, job.R)
+
+    def compute(t0, t1):
+        for job in per_step:
+            job.steps(t0, t1, True)
+
+    def part(which):
+        if which == 0:                          # this thread: the first block, then the loop
+            compute(*blocks[0])
+            store_release_py(flags, ready, blocks[0][1])
+            kernel(*args, 0, B, 0, H, tiling.product, flags, 0)
+            return
+        try:                                    # the helper: the other blocks, ahead of the loop
+            for t0, t1 in blocks[1:]:
+                compute(t0, t1)
+                wait_for(flags, ready, t0)
+                store_release_py(flags, ready, t1)
+        finally:                                # if a block raised, the loop must not wait for it
+            store_release_py(flags, ready, sync.ALL_READY)
+    with gemm.single_threaded_blas():
+        in_parallel(part, [(0,), (1,)])
+    for job in before:
+        finish = job.then if job.steps is None else job.total
+        if finish is not None:
+            finish()
+
+
+def _gradients_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step):
     """The tile kernel on this thread and ``then``'s products on a helper, at the same time.
 
     The products are cut into the blocks of steps of :func:`step_blocks`, which the loop
@@ -494,24 +551,30 @@ def matmul(A, M):
 def input_projection(x, W_ih, b):
     """``X W_ih^T + b`` for all steps at once: ``x (T, B, D)`` -> ``(T, B, G)``, a fresh C array.
 
-    The bias is written first, on this thread, and the product is then added into it with
-    the rows on threads (``gemm.add_product_rows``).  Adding the bias after the product
-    would cost a second pass over the result (12 of 30 ms at 8192 × 1024, measured), and
-    letting the threads make the first writes would have them page-fault the fresh array
-    concurrently, which this VM serialises badly (38 ms against 20 ms this way).
+    The bias (or zero) is written first, on this thread, and the product is then added into
+    it with the rows on threads (``gemm.add_product_rows``) -- or by blocks of steps ahead
+    of the forward loop, when it is recorded for ``run_tiles(..., before=...)``.  Adding the
+    bias after the product would cost a second pass over the result (12 of 30 ms at 8192 ×
+    1024, measured), and letting the threads make the first writes would have them
+    page-fault the fresh array concurrently, which this VM serialises badly (38 ms against
+    20 ms this way).
     """
     T, B, D = x.shape
-    X = np.ascontiguousarray(x.reshape(T * B, D))
-    if b is None or not gemm.HAVE_BLAS:
-        out = matmul(X, W_ih.T)
-        if b is not None:
-            out += b
-        return out.reshape(T, B, -1)
-    dtype = np.result_type(X.dtype, W_ih.dtype, b.dtype)
-    X, W = (np.ascontiguousarray(a, dtype) for a in (X, W_ih))
+    dtype = np.result_type(x.dtype, W_ih.dtype, *(() if b is None else (b.dtype,)))
+    X = np.ascontiguousarray(x.reshape(T * B, D), dtype)
+    W = np.ascontiguousarray(W_ih, dtype)
     out = np.empty((T * B, W.shape[0]), dtype)
-    out[:] = b
-    on_threads(lambda r0, r1: gemm.add_product_rows(X, W, out, r0, r1), T * B, T * B * D * W.shape[0])
+    out[:] = 0 if b is None else b
+
+    def part(r0, r1):
+        if gemm.HAVE_BLAS:
+            gemm.add_product_rows(X, W, out, r0, r1)
+        else:                                  # pragma: no cover - only where NumPy has another BLAS
+            out[r0:r1] += X[r0:r1] @ W.T
+
+    def steps(t0, t1, first):
+        part(t0 * B, t1 * B)
+    on_threads(part, T * B, T * B * D * W.shape[0], steps=steps, per_step=True)
     return out.reshape(T, B, -1)
 
 

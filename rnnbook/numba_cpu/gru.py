@@ -51,7 +51,7 @@ from . import bptt
 from .bptt import revisits
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
 from .gemm import fill_units, matmul_gates, matmul_tile, operand, put_units
-from .sync import PAD, arrive_and_wait
+from .sync import arrive_and_wait, threads_of, wait_for_inputs
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
 param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params
@@ -79,8 +79,9 @@ def _cell_forward_after(g, gh, h_prev, h, ghn, j0, j1):
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _forward_after_tile(acts, WT, b_hh, hs, ghn, gh, r0, r1, j0, j1, product, flags, me):
     """The whole recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (see ``bptt.run_tiles``)."""
-    n, H = flags.shape[0] // PAD, hs.shape[2]
+    n, H = threads_of(flags), hs.shape[2]
     for t in range(acts.shape[0]):
+        wait_for_inputs(flags, t + 1)                   # G[t] is complete (see bptt.run_tiles)
         for r in range(r0, r1):
             put_units(gh[r], b_hh, j0, j1, 3, False)
         matmul_gates(hs[t], WT, gh, r0, r1, j0, j1, H, 0, 3, product)    # gh = h_{t-1} W_hh^T + b_hh
@@ -125,7 +126,7 @@ def _backward_after_tile(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
     """
     T = dy.shape[0]
     H = dh.shape[1]
-    n = flags.shape[0] // PAD
+    n = threads_of(flags)
     passed = 0
     for c in range(chains.shape[0]):
         s, lo = chains[c, 0], chains[c, 1]
@@ -188,8 +189,9 @@ def _forward_before_tile(acts, WT, hs, rh, r0, r1, j0, j1, product, flags, me):
 
     Both products add into ``G[t]`` (``acts``) in place, each into its own gate columns of
     ``W_hh^T`` (``WT (H, 3H)``): ``b_hh`` is already in ``G`` (see ``forward``)."""
-    n, H = flags.shape[0] // PAD, hs.shape[2]
+    n, H = threads_of(flags), hs.shape[2]
     for t in range(acts.shape[0]):
+        wait_for_inputs(flags, t + 1)                   # G[t] is complete (see bptt.run_tiles)
         matmul_gates(hs[t], WT, acts[t], r0, r1, j0, j1, H, 0, 2, product)   # a_{r,z} = G[t] + h_{t-1} W_h{rz}^T
         for r in range(r0, r1):
             _cell_gates_before(acts[t, r], hs[t, r], rh[t, r], j0, j1)
@@ -241,7 +243,7 @@ def _backward_before_tile(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
     one's through ``dgi`` and an add.
     """
     T = dy.shape[0]
-    n = flags.shape[0] // PAD
+    n = threads_of(flags)
     passed = 0
     for c in range(chains.shape[0]):
         s, lo = chains[c, 0], chains[c, 1]
@@ -279,7 +281,8 @@ def forward(params, x, state0=None, **options):
     W_ih, W_hh, b_ih, b_hh = bptt.contiguous(params, ("W_ih", "W_hh", "b_ih", "b_hh"))
     # G = X W_ih^T + b_ih (T, B, 3H); reset before the product, every part of b_hh is added to
     # the matching part of gi before its nonlinearity, so it joins b_ih here
-    acts = bptt.input_projection(x, W_ih, b_ih if opts["reset_after"] else b_ih + b_hh)
+    with bptt.deferred() as before_loop:      # recorded: run_tiles computes it before the loop, or ahead of it
+        acts = bptt.input_projection(x, W_ih, b_ih if opts["reset_after"] else b_ih + b_hh)
     hs = np.empty((T + 1, B, H), dtype)
     hs[0] = 0 if state0 is None else state0[0]
     cache = {"x": x, "acts": acts, "hs": hs, "options": opts, "shape": (T, B, H), "dtype": dtype}
@@ -287,12 +290,13 @@ def forward(params, x, state0=None, **options):
         ghn, gh = np.empty((T, B, H), dtype), np.empty((B, 3 * H), dtype)
         tiling = bptt.plan_tiles(B, H, 3 * H, T, H)
         bptt.run_tiles(_forward_after_tile, (acts, operand(W_hh.T, tiling.product), b_hh, hs, ghn, gh),
-                       B, H, tiling)
+                       B, H, tiling, before=before_loop, stream=T)
         cache["ghn"] = ghn
     else:
         rh = np.empty((T, B, H), dtype)
         tiling = bptt.plan_tiles(B, H, 3 * H, T, H)
-        bptt.run_tiles(_forward_before_tile, (acts, operand(W_hh.T, tiling.product), hs, rh), B, H, tiling)
+        bptt.run_tiles(_forward_before_tile, (acts, operand(W_hh.T, tiling.product), hs, rh), B, H, tiling,
+                       before=before_loop, stream=T)
         cache["rh"] = rh
     return hs[1:], (hs[T].copy(),), cache
 

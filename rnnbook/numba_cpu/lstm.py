@@ -37,7 +37,7 @@ from . import bptt
 from .bptt import revisits
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
 from .gemm import add, copy, fill, fill_units, matmul_gates, matmul_rows, matmul_tile, operand, put_units
-from .sync import PAD, arrive_and_wait
+from .sync import arrive_and_wait, threads_of, wait_for_inputs
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
 param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params
@@ -66,8 +66,9 @@ def _cell_forward(z, c_prev, h, c, j0, j1):
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _forward_tile(gates, WT, hs, cs, r0, r1, j0, j1, product, flags, me):
     """The whole recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (no Python between steps)."""
-    n, H = flags.shape[0] // PAD, hs.shape[2]
+    n, H = threads_of(flags), hs.shape[2]
     for t in range(gates.shape[0]):
+        wait_for_inputs(flags, t + 1)                   # G[t] is complete (see bptt.run_tiles)
         matmul_gates(hs[t], WT, gates[t], r0, r1, j0, j1, H, 0, 4, product)   # z_t = G[t] + h_{t-1} W_hh^T
         for r in range(r0, r1):
             _cell_forward(gates[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r], j0, j1)
@@ -111,7 +112,7 @@ def _backward_tile(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_a
     step t reads every thread's ``dz_t`` while a faster thread may already write ``dz_{t-1}``.
     """
     T = gates.shape[0]
-    n = flags.shape[0] // PAD
+    n = threads_of(flags)
     passed = 0
     for c in range(chains.shape[0]):
         s, lo = chains[c, 0], chains[c, 1]
@@ -148,12 +149,14 @@ def forward(params, x, state0=None, **options):
     if non_default_options(_spec, opts):              # a variant: its own kernels (end of this file)
         return _variant_forward(params, x, state0, _spec._options(opts), T, B, H, dtype)
     W_ih, W_hh, b = bptt.contiguous(params, ("W_ih", "W_hh", "b"))
-    gates = bptt.input_projection(x, W_ih, b)                   # G = X W_ih^T + b   (T, B, 4H)
-    hs = np.empty((T + 1, B, H), dtype)
+    with bptt.deferred() as before_loop:                        # recorded: run_tiles computes it before
+        gates = bptt.input_projection(x, W_ih, b)               # the loop, or ahead of it on an idle thread
+    hs = np.empty((T + 1, B, H), dtype)                         # G = X W_ih^T + b   (T, B, 4H)
     cs = np.empty((T + 1, B, H), dtype)
     hs[0], cs[0] = (0, 0) if state0 is None else state0
     tiling = bptt.plan_tiles(B, H, 4 * H, T, H)
-    bptt.run_tiles(_forward_tile, (gates, operand(W_hh.T, tiling.product), hs, cs), B, H, tiling)
+    bptt.run_tiles(_forward_tile, (gates, operand(W_hh.T, tiling.product), hs, cs), B, H, tiling,
+                   before=before_loop, stream=T)
     cache = {"x": x, "gates": gates, "hs": hs, "cs": cs, "options": opts,
              "shape": (T, B, H), "dtype": dtype}
     return hs[1:], (hs[T].copy(), cs[T].copy()), cache

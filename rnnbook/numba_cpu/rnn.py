@@ -27,7 +27,7 @@ from . import bptt
 from .bptt import revisits
 from .functions import KERNEL_OPTIONS, drelu_from_output, dtanh_from_output, relu, tanh
 from .gemm import fill_units, matmul_tile, operand, put_units
-from .sync import PAD, arrive_and_wait
+from .sync import arrive_and_wait, threads_of, wait_for_inputs
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
 param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params
@@ -45,8 +45,9 @@ def _cell_forward(a, h, use_relu, j0, j1):
 @njit(cache=True, nogil=True, **KERNEL_OPTIONS)
 def _forward_tile(pre, WT, hs, use_relu, r0, r1, j0, j1, product, flags, me):
     """The whole recurrence for rows ``r0 .. r1-1`` × units ``j0 .. j1-1`` (see ``bptt.run_tiles``)."""
-    n = flags.shape[0] // PAD
+    n = threads_of(flags)
     for t in range(pre.shape[0]):
+        wait_for_inputs(flags, t + 1)                   # G[t] is complete (see bptt.run_tiles)
         matmul_tile(hs[t], WT, pre[t], r0, r1, j0, j1, product)   # a_t = G[t] + h_{t-1} W_hh^T
         for r in range(r0, r1):
             _cell_forward(pre[t, r], hs[t + 1, r], use_relu, j0, j1)
@@ -68,7 +69,7 @@ def _backward_tile(hs, W_hh, dy, dstate_h, use_relu, chains, inject_all, dA, da,
     for ``chains``, the first chain's writes straight into ``dA[t]`` and the double-buffered
     ``da (2, B, H)`` of the others)."""
     T = dy.shape[0]
-    n = flags.shape[0] // PAD
+    n = threads_of(flags)
     passed = 0
     for c in range(chains.shape[0]):
         s, lo = chains[c, 0], chains[c, 1]
@@ -100,12 +101,14 @@ def forward(params, x, state0=None, **options):
     """Run over ``x (T, B, D)``: returns ``(y (T, B, H), (h_T,), cache)``."""
     opts, (T, B, D, H), dtype, state0 = check_forward_call(_spec, params, x, state0, options)
     W_ih, W_hh, b = bptt.contiguous(params, ("W_ih", "W_hh", "b"))
-    pre = bptt.input_projection(x, W_ih, b)                     # G = X W_ih^T + b   (T, B, H)
-    hs = np.empty((T + 1, B, H), dtype)
+    with bptt.deferred() as before_loop:                        # recorded: run_tiles computes it before
+        pre = bptt.input_projection(x, W_ih, b)                 # the loop, or ahead of it on an idle thread
+    hs = np.empty((T + 1, B, H), dtype)                         # G = X W_ih^T + b   (T, B, H)
     hs[0] = 0 if state0 is None else state0[0]
     use_relu = opts["nonlinearity"] == "relu"
     tiling = bptt.plan_tiles(B, H, H, T, H)
-    bptt.run_tiles(_forward_tile, (pre, operand(W_hh.T, tiling.product), hs, use_relu), B, H, tiling)
+    bptt.run_tiles(_forward_tile, (pre, operand(W_hh.T, tiling.product), hs, use_relu), B, H, tiling,
+                   before=before_loop, stream=T)
     cache = {"x": x, "hs": hs, "options": opts, "shape": (T, B, H), "dtype": dtype}
     return hs[1:], (hs[T].copy(),), cache
 

@@ -17,7 +17,10 @@ counter per thread in shared memory::
 
 A loop on a single thread (``n = 1``) only announces: nobody waits for it at the barrier,
 but a thread computing the gradient products alongside the backward loop reads the count
-to know which steps' gate gradients are ready (``bptt.run_tiles``).
+to know which steps' gate gradients are ready (``bptt.run_tiles``).  The other way round,
+a forward loop waits at each step until the inputs ``G[t]`` are ready
+(:func:`wait_for_inputs`): a thread alongside it may still be computing the input
+projection of later steps.  That count lives in one more slot after the threads'.
 
 ``count`` is the number of barriers the thread has passed, so the counters never
 need resetting within a call and a fast thread can never be confused by a slow
@@ -47,9 +50,23 @@ _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 _sched_yield = types.ExternalFunction("sched_yield", types.int32())
 
 
+#: the count of steps whose inputs are ready when nobody computes them alongside the loop
+ALL_READY = 1 << 62
+
+
 def new_flags(n):
-    """Counters for a barrier of ``n`` threads, all at 0."""
-    return np.zeros(n * PAD, np.int64)
+    """Counters for a barrier of ``n`` threads, all at 0, and after them (at ``n·PAD``) the
+    count of steps whose inputs ``G[t]`` are ready: :data:`ALL_READY`, unless a thread that
+    computes them alongside the loop sets it lower (``bptt.run_tiles``)."""
+    flags = np.zeros((n + 1) * PAD, np.int64)
+    flags[n * PAD] = ALL_READY
+    return flags
+
+
+@njit(inline="always")
+def threads_of(flags):
+    """How many threads share the barrier of ``flags`` (made by :func:`new_flags`)."""
+    return flags.shape[0] // PAD - 1
 
 
 def _item_pointer(context, builder, arrty, arr, idx):
@@ -90,6 +107,18 @@ def cpu_relax(typingctx):
 
 
 @njit(inline="always")
+def wait_until(flags, i, count):
+    """Return once ``flags[i] >= count``: spin with ``pause``, then yield the core (see above)."""
+    spins = 0
+    while load_acquire(flags, i) < count:
+        spins += 1
+        if spins < SPINS:
+            cpu_relax()
+        else:
+            _sched_yield()
+
+
+@njit(inline="always")
 def arrive_and_wait(flags, me, n, count):
     """Announce ``count`` barriers passed by thread ``me``; return when all ``n`` threads have.
 
@@ -99,10 +128,11 @@ def arrive_and_wait(flags, me, n, count):
     if n <= 1:
         return
     for k in range(n):
-        spins = 0
-        while load_acquire(flags, k * PAD) < count:
-            spins += 1
-            if spins < SPINS:
-                cpu_relax()
-            else:
-                _sched_yield()
+        wait_until(flags, k * PAD, count)
+
+
+@njit(inline="always")
+def wait_for_inputs(flags, count):
+    """Return once the inputs ``G[t]`` of the first ``count`` steps are ready (at once, unless a
+    thread computes them alongside the loop: ``bptt.run_tiles``)."""
+    wait_until(flags, flags.shape[0] - PAD, count)
