@@ -45,27 +45,44 @@ def minor_faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+_open = []   # [name, time spent in timed calls inside it, faults inside them] of the timed calls under way
+
+
 def timed(name, fn):
+    """``fn`` with its time (and page faults) added to ``acc[name]``, less what timed calls
+    inside it took (those count under their own names).  ``name`` may be a function of no
+    arguments, read at each call (the phase)."""
     def wrapper(*a, **k):
+        label = name() if callable(name) else name
+        _open.append([label, 0.0, 0])
         t0, f0 = time.perf_counter(), minor_faults()
         try:
             return fn(*a, **k)
         finally:
-            acc[name] += time.perf_counter() - t0
-            faults[name] += minor_faults() - f0
+            dt, df = time.perf_counter() - t0, minor_faults() - f0
+            _, inner, inner_faults = _open.pop()
+            acc[label] += dt - inner
+            faults[label] += df - inner_faults
+            if _open:
+                _open[-1][1] += dt
+                _open[-1][2] += df
     return wrapper
 
 
 phase = {"name": "forward"}
-orig_run, orig_run_tiles = bptt.run, bptt.run_tiles
-bptt.run = lambda *a, **k: timed(f"recurrence ({phase['name']})", orig_run)(*a, **k)
-bptt.run_tiles = lambda *a, **k: timed(f"recurrence ({phase['name']})", orig_run_tiles)(*a, **k)
+recurrence = lambda: f"recurrence ({phase['name']})"  # noqa: E731
+bptt.run = timed(recurrence, bptt.run)
+bptt.run_tiles = timed(recurrence, bptt.run_tiles)
+# the cells record the input projection (forward) and the weight, bias and input gradients
+# (backward) with ``bptt.deferred()``/``together()``; ``run_tiles`` runs them in one
+# ``_run_jobs`` call before or after the loop -- timed there -- or, when the loop runs on a
+# single block, alongside it on the other thread: then that time is the loop's own
+bptt._run_jobs = timed(lambda: "input projection GEMM" if phase["name"] == "forward" else "gradient GEMMs (W, b, x)",
+                       bptt._run_jobs)
+bptt._inputs_alongside = timed("recurrence + input projection alongside", bptt._inputs_alongside)
+bptt._gradients_alongside = timed("recurrence + gradient GEMMs alongside", bptt._gradients_alongside)
+# (the variant cells still compute the input projection at once, outside any of these)
 bptt.input_projection = timed("input projection GEMM", bptt.input_projection)
-# the backward pass queues its weight, bias and input gradients in ``bptt.together()`` and
-# runs them in one ``_run_jobs`` call: timed there
-orig_run_jobs = bptt._run_jobs
-bptt._run_jobs = lambda jobs: (timed("gradient GEMMs (W, b, x)", orig_run_jobs) if phase["name"] == "backward"
-                               else orig_run_jobs)(jobs)
 
 rng = np.random.default_rng(0)
 params = rb.init_params(args.cell, D, H, dtype=np.float32)
@@ -97,17 +114,19 @@ sgemm = 3 * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9
 rec = 2 * G * H * H * B                     # recurrent FLOPs per step, forward
 inp = 2 * G * H * D * B                     # input-side FLOPs per step (one GEMM)
 flops = {"input projection GEMM": inp, "recurrence (forward)": rec, "recurrence (backward)": rec,
-         "gradient GEMMs (W, b, x)": 2 * inp + rec}
+         "gradient GEMMs (W, b, x)": 2 * inp + rec,
+         "recurrence + input projection alongside": rec + inp,
+         "recurrence + gradient GEMMs alongside": rec + 2 * inp + rec}
 print(f"{args.cell} T={T} B={B} D={D} H={H} float32, {args.threads} threads, SGEMM ceiling {sgemm:.0f} GFLOP/s, "
       f"load {os.getloadavg()[0]:.1f}")
-print(f"{'phase':<26} {'µs/step':>9} {'share':>6} {'GFLOP/s':>8} {'faults/call':>12}")
+print(f"{'phase':<40} {'µs/step':>9} {'share':>6} {'GFLOP/s':>8} {'faults/call':>12}")
 us_total = total / args.reps / T * 1e6
 for name, t in sorted(acc.items(), key=lambda kv: -kv[1]):
     us = t / args.reps / T * 1e6
     gf = flops.get(name, 0) / (us * 1e-6) / 1e9 if us else 0
-    print(f"{name:<26} {us:9.1f} {us / us_total:6.0%} {gf:8.1f} {faults[name] / args.reps:12.0f}")
+    print(f"{name:<40} {us:9.1f} {us / us_total:6.0%} {gf:8.1f} {faults[name] / args.reps:12.0f}")
 rest = us_total - sum(acc.values()) / args.reps / T * 1e6
 rest_faults = (f_total - sum(faults.values())) / args.reps
-print(f"{'rest (alloc, checks)':<26} {rest:9.1f} {rest / us_total:6.0%} {'':>8} {rest_faults:12.0f}")
-print(f"{'training step':<26} {us_total:9.1f}   100% {(3 * rec + 3 * inp) / (us_total * 1e-6) / 1e9:8.1f} "
+print(f"{'rest (alloc, checks)':<40} {rest:9.1f} {rest / us_total:6.0%} {'':>8} {rest_faults:12.0f}")
+print(f"{'training step':<40} {us_total:9.1f}   100% {(3 * rec + 3 * inp) / (us_total * 1e-6) / 1e9:8.1f} "
       f"{f_total / args.reps:12.0f}")

@@ -62,6 +62,7 @@ def test_gradients_alongside_the_loop_match_the_reference(cell, T, B, D, H, dtyp
     arch, opts = cell
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bptt, "STREAM_MIN_MACS", 0)
+        mp.setattr(bptt, "INPUTS_MIN_MACS", 0)
         mp.setattr(bptt, "STREAM_BLOCK_ROWS", rows)
         mp.setattr(bptt.numba, "get_num_threads", lambda: 2)
         spy, ahead = Spy(mp), Spy(mp, "_inputs_alongside")
@@ -109,6 +110,7 @@ def test_no_block_is_read_before_the_loop_announces_it(monkeypatch):
     announces each step on the barrier counter as the kernels do; ``dZ`` starts as NaN, so
     a block read too early leaves NaN in the gradients."""
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "INPUTS_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     rng = np.random.default_rng(5)
@@ -136,6 +138,7 @@ def test_weight_sums_do_not_depend_on_timing(monkeypatch):
     """The sums are added block after block on one thread: bit for bit the same, however fast
     the loop goes."""
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "INPUTS_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 8)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     rng = np.random.default_rng(6)
@@ -162,6 +165,7 @@ def test_weight_sums_do_not_depend_on_timing(monkeypatch):
 
 def test_a_loop_that_raises_does_not_leave_the_helper_waiting(monkeypatch):
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "INPUTS_MIN_MACS", 0)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     dZ, x = np.zeros((50, 1, 4)), np.zeros((50, 1, 3))
 
@@ -200,6 +204,7 @@ def test_results_need_no_zeroing_alongside_the_loop(monkeypatch):
         fake.empty = poisoned
         monkeypatch.setattr(module, "np", fake)
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "INPUTS_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 3)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     spy = Spy(monkeypatch)
@@ -229,6 +234,7 @@ def test_the_forward_loop_waits_for_its_inputs(arch, opts, monkeypatch):
     """The helper computing ``G = X W_ihᵀ + b`` ahead of the loop is made slow (2 ms a block of
     4 steps): a loop that did not wait would read ``G[t]`` with only the bias in it."""
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "INPUTS_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     compare(arch, opts, 24, 1, 5, 7, np.float64, "auto", None, seed=10, split=("rows", 1))  # compiled first:
@@ -240,6 +246,7 @@ def test_the_forward_loop_waits_for_its_inputs(arch, opts, monkeypatch):
 
 def test_a_failing_input_block_does_not_leave_the_loop_waiting(monkeypatch):
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "INPUTS_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     _slow(monkeypatch, 0.001, fail_from=8)

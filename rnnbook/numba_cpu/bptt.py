@@ -254,9 +254,9 @@ def run_tiles(kernel, args, B: int, H: int, tiling: Tiling, before=None, then=No
       count reaches ``barriers_per_step · (T - t)`` once its gate gradients at step ``t`` are
       stored; the helper follows it (:func:`_gradients_alongside`).
     """
-    if before and stream and _streams(tiling, before):
+    if before and stream and _streams(tiling, before, INPUTS_MIN_MACS):
         _inputs_alongside(kernel, args, B, H, tiling, before, stream)
-    elif then and stream and _streams(tiling, then):
+    elif then and stream and _streams(tiling, then, STREAM_MIN_MACS):
         _gradients_alongside(kernel, args, B, H, tiling, then, stream, barriers_per_step)
         return
     else:
@@ -272,24 +272,31 @@ def run_tiles(kernel, args, B: int, H: int, tiling: Tiling, before=None, then=No
         _run_jobs(then)
 
 
-#: the loop's multiply-adds (``Tiling.macs``) from which the products before or after it run
-#: alongside it (:func:`_inputs_alongside`, :func:`_gradients_alongside`).  A shorter loop is
-#: over too soon after the helper wakes (tens of µs on the development VM) for the hand-off to
-#: pay: measured with the gradients alongside, training step at B=1 T=1024 in µs/step, after
-#: vs alongside: RNN H=32 (2^20) 0.47 vs 0.55, GRU H=32 (3·2^20) 1.06 vs 1.02, LSTM H=32 (2^22)
-#: 1.10 vs 0.98, LSTM H=64 2.85 vs 2.74, LSTM H=128 9.65 vs 8.23
+#: the loop's multiply-adds (``Tiling.macs``) from which the gradient products after it run
+#: alongside it (:func:`_gradients_alongside`).  A shorter loop is over too soon after the
+#: helper wakes (tens of µs on the development VM) for the hand-off to pay: measured, training
+#: step at B=1 T=1024 in µs/step, after vs alongside: RNN H=32 (2^20) 0.47 vs 0.55, GRU H=32
+#: (3·2^20) 1.06 vs 1.02, LSTM H=32 (2^22) 1.10 vs 0.98, LSTM H=64 2.85 vs 2.74, LSTM H=128
+#: 9.65 vs 8.23
 STREAM_MIN_MACS = 1 << 21
+#: ... and from which the input projection runs ahead of the forward loop
+#: (:func:`_inputs_alongside`): there the loop may have to wait for the helper, and every
+#: contended hand-over of the GIL costs a wake-up.  Measured, forward pass at B=1 T=1024,
+#: µs/step (median of 80, before vs ahead): RNN H=64 (2^22) 0.32 vs 0.40, LSTM H=32 (2^22)
+#: 0.40 vs 0.45, GRU H=32 0.43 vs 0.50; GRU H=64 (3·2^22) 1.17 vs 1.03, LSTM H=64 (2^24) 1.43
+#: vs 1.19, RNN H=128 (2^24) 1.16 vs 0.89, LSTM H=128 4.16 vs 3.28
+INPUTS_MIN_MACS = 1 << 23
 #: rows (``steps · B``) per block of steps handed to the thread alongside the loop: enough for
 #: BLAS to run near its speed, few enough that the last block, left after the loop, is short
 STREAM_BLOCK_ROWS = 128
 
 
-def _streams(tiling: Tiling, then) -> bool:
-    """Whether :func:`run_tiles` runs ``then`` alongside the loop: the loop takes one thread and
-    leaves another idle, it is long enough, and some product can be cut into blocks of steps
-    (any other runs on the loop's thread after the loop)."""
+def _streams(tiling: Tiling, jobs, min_macs: int) -> bool:
+    """Whether :func:`run_tiles` runs ``jobs`` alongside the loop: the loop takes one thread and
+    leaves another idle, it has ``min_macs`` multiply-adds, and some product can be cut into
+    blocks of steps (any other runs on the loop's thread, before or after the loop)."""
     return (tiling.row_blocks * tiling.unit_blocks == 1 and numba.get_num_threads() >= 2
-            and tiling.macs >= STREAM_MIN_MACS and any(job.steps is not None for job in then))
+            and tiling.macs >= min_macs and any(job.steps is not None for job in jobs))
 
 
 def step_blocks(T: int, B: int) -> list[tuple[int, int]]:
@@ -314,38 +321,49 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
     """The forward kernel on this thread while a helper computes its inputs ahead of it.
 
     ``before``'s per-step products (the input projection ``G = X W_ihᵀ + b``) are cut into
-    the blocks of :func:`step_blocks` mirrored, from step 0 up, the smallest first.  This
-    thread computes the first block itself (so the loop does not wait for a helper to wake),
-    then runs the loop, which waits at each step until ``G[t]`` is announced
-    (``sync.wait_for_inputs``, the slot after the barrier's); the helper computes the other
-    blocks in order and announces each (after the one before it, so the count only ever
-    means "every step below it").  Products with no form by steps run before the loop.
+    blocks of :data:`STREAM_BLOCK_ROWS` rows from step 0 up, which both threads take in
+    order.  Each block is announced once computed, in order (the count in the slot after
+    the barrier's always means "every step below it"), and the loop waits at each step
+    until ``G[t]`` is announced (``sync.wait_for_inputs``).  This thread takes blocks until
+    the helper has started -- a sleeping helper takes tens of µs to wake on the development
+    VM, and the loop should not wait for that -- and then runs the loop; the helper takes
+    the rest.  Products with no form by steps run before the loop.
     """
     flags = sync.new_flags(1)
     ready = flags.shape[0] - sync.PAD
     flags[ready] = 0
     size = max(1, STREAM_BLOCK_ROWS // max(B, 1))
-    blocks = [(t0, min(t0 + size, T)) for t0 in range(0, T, size)]
+    blocks = iter([(t0, min(t0 + size, T)) for t0 in range(0, T, size)])
     per_step = [job for job in before if job.steps is not None]
     for job in before:
         if job.steps is None:
+            if job.setup is not None:
+                job.setup()
             job.part(0, job.R)
+    lock, started = threading.Lock(), threading.Event()
 
-    def compute(t0, t1):
+    def take():
+        """Compute the next block and announce it after the one before it; whether there was one."""
+        with lock:
+            block = next(blocks, None)
+        if block is None:
+            return False
         for job in per_step:
-            job.steps(t0, t1, True)
+            job.steps(*block, True)
+        wait_for(flags, ready, block[0])
+        store_release_py(flags, ready, block[1])
+        return True
 
     def part(which):
-        if which == 0:                          # this thread: the first block, then the loop
-            compute(*blocks[0])
-            store_release_py(flags, ready, blocks[0][1])
+        if which == 0:                          # this thread: blocks until the helper is up, the loop
+            while take() and not started.is_set():
+                pass
             kernel(*args, 0, B, 0, H, tiling.product, flags, 0)
             return
-        try:                                    # the helper: the other blocks, ahead of the loop
-            for t0, t1 in blocks[1:]:
-                compute(t0, t1)
-                wait_for(flags, ready, t0)
-                store_release_py(flags, ready, t1)
+        started.set()                           # the helper: the other blocks, ahead of the loop
+        try:
+            while take():
+                pass
         finally:                                # if a block raised, the loop must not wait for it
             store_release_py(flags, ready, sync.ALL_READY)
     with gemm.single_threaded_blas():
@@ -402,6 +420,8 @@ def _gradients_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step)
             finally:
                 store_release_py(flags, 0, _LOOP_OVER)
             for job in whole:
+                if job.setup is not None:
+                    job.setup()
                 job.part(0, job.R)
         else:                                   # the helper: alongside the loop
             for n, (t0, t1) in enumerate(blocks):
@@ -455,7 +475,9 @@ class Product(NamedTuple):
     ``total()`` finishes the result after all blocks.  For a sum over steps (a weight or
     bias gradient) ``steps`` adds the block's terms (stores them with ``first``), and the
     blocks must come in one order on one thread; a result with a part per step
-    (``per_step``: the input gradient) takes its blocks in any order, on any thread.
+    (``per_step``: the input projection, the input gradient) takes its blocks in any order,
+    on any thread.  ``setup()``, if given, runs on the calling thread before the parts (not
+    before the blocks, which do their own): the input projection writes its bias there.
     """
     part: object
     R: int
@@ -464,9 +486,10 @@ class Product(NamedTuple):
     steps: object = None
     total: object = None
     per_step: bool = False
+    setup: object = None
 
 
-def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False):
+def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False, setup=None):
     """Run ``part(r0, r1)`` over row blocks covering ``0 .. R-1``: one per thread of the backend
     when the job (``macs`` multiply-adds) is big enough, with BLAS single-threaded inside;
     then ``then()`` (if given) on this thread.  Inside :func:`together` or :func:`deferred`
@@ -481,7 +504,7 @@ def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False)
     projection, the recurrence ran no faster on two row blocks than on one, and 1.8x faster
     without it.  The helper threads (``workers.py``) sleep when idle.
     """
-    job = Product(part, R, macs, then, steps, total, per_step)
+    job = Product(part, R, macs, then, steps, total, per_step, setup)
     queued = getattr(_together, "jobs", None)
     if queued is not None:
         queued.append(job)
@@ -495,6 +518,9 @@ def _run_jobs(jobs):
     job (each cut into as many row blocks as there are threads, or rows), else this thread
     runs them all; then each job's ``then``."""
     n = numba.get_num_threads() if sum(job.macs for job in jobs) >= GEMM_MIN_MACS_FOR_THREADS else 1
+    for job in jobs:
+        if job.setup is not None:
+            job.setup()
 
     def thread(k):
         for job in jobs:
@@ -551,20 +577,24 @@ def matmul(A, M):
 def input_projection(x, W_ih, b):
     """``X W_ih^T + b`` for all steps at once: ``x (T, B, D)`` -> ``(T, B, G)``, a fresh C array.
 
-    The bias (or zero) is written first, on this thread, and the product is then added into
-    it with the rows on threads (``gemm.add_product_rows``) -- or by blocks of steps ahead
-    of the forward loop, when it is recorded for ``run_tiles(..., before=...)``.  Adding the
+    The bias (or zero) is written first, on the calling thread (``setup``), and the product
+    is then added into it with the rows on threads (``gemm.add_product_rows``).  Adding the
     bias after the product would cost a second pass over the result (12 of 30 ms at 8192 ×
     1024, measured), and letting the threads make the first writes would have them
     page-fault the fresh array concurrently, which this VM serialises badly (38 ms against
-    20 ms this way).
+    20 ms this way).  Recorded for ``run_tiles(..., before=...)`` and run ahead of a forward
+    loop on one block, each block of steps writes its own bias rows and adds its product:
+    the loop's thread does not wait for a pass over the whole array.
     """
     T, B, D = x.shape
     dtype = np.result_type(x.dtype, W_ih.dtype, *(() if b is None else (b.dtype,)))
     X = np.ascontiguousarray(x.reshape(T * B, D), dtype)
     W = np.ascontiguousarray(W_ih, dtype)
     out = np.empty((T * B, W.shape[0]), dtype)
-    out[:] = 0 if b is None else b
+    bias = 0 if b is None else b
+
+    def setup():
+        out[:] = bias
 
     def part(r0, r1):
         if gemm.HAVE_BLAS:
@@ -573,8 +603,9 @@ def input_projection(x, W_ih, b):
             out[r0:r1] += X[r0:r1] @ W.T
 
     def steps(t0, t1, first):
+        out[t0 * B:t1 * B] = bias
         part(t0 * B, t1 * B)
-    on_threads(part, T * B, T * B * D * W.shape[0], steps=steps, per_step=True)
+    on_threads(part, T * B, T * B * D * W.shape[0], steps=steps, per_step=True, setup=setup)
     return out.reshape(T, B, -1)
 
 
