@@ -62,7 +62,6 @@ def test_gradients_alongside_the_loop_match_the_reference(cell, T, B, D, H, dtyp
     arch, opts = cell
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bptt, "STREAM_MIN_MACS", 0)
-        mp.setattr(bptt, "INPUTS_MIN_MACS", 0)
         mp.setattr(bptt, "STREAM_BLOCK_ROWS", rows)
         mp.setattr(bptt.numba, "get_num_threads", lambda: 2)
         spy, ahead = Spy(mp), Spy(mp, "_inputs_alongside")
@@ -75,7 +74,7 @@ def _long_sequence(arch, opts, T, B, seed):
     """A stable long problem (weights at their initial scale, so that 1000 steps of an RNN do
     not overflow; biases randomised) on both backends: the worst relative error."""
     rng = np.random.default_rng(seed)
-    D, H = 32, 48
+    D, H = 32, 96                                # at least STREAM_MIN_MACS in each cell's loop
     params = rb.init_params(arch, D, H, seed=seed, dtype=np.float32, **opts)
     params = {k: (v + (0.3 * rng.standard_normal(v.shape) if k.startswith("b") else 0)).astype(np.float32)
               for k, v in params.items()}
@@ -90,19 +89,21 @@ def _long_sequence(arch, opts, T, B, seed):
 
 @pytest.mark.parametrize("arch,opts", CELLS)
 def test_taken_at_b1_by_itself_and_not_with_one_thread(arch, opts, monkeypatch):
-    """Unforced: a long single sequence goes alongside the loop; with one thread, or with the
-    batch on two row blocks, the products run after it."""
-    spy = Spy(monkeypatch)
+    """Unforced: a long single sequence goes alongside the loop; with one thread, with the batch
+    on two row blocks, or for a short sequence, the products run before and after it."""
+    spy, ahead = Spy(monkeypatch), Spy(monkeypatch, "_inputs_alongside")
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     assert _long_sequence(arch, opts, 1000, 1, seed=1) <= 1e-5
-    assert spy.calls == 1
+    assert spy.calls == ahead.calls == 1
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 1)
     assert _long_sequence(arch, opts, 1000, 1, seed=2) <= 1e-5
-    assert spy.calls == 1
+    assert spy.calls == ahead.calls == 1
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     with bptt.split("rows", 2):
         assert _long_sequence(arch, opts, 1000, 4, seed=3) <= 1e-5
-    assert spy.calls == 1
+    assert spy.calls == ahead.calls == 1
+    assert _long_sequence(arch, opts, 40, 1, seed=4) <= 1e-5      # a short loop: not worth a hand-off
+    assert spy.calls == ahead.calls == 1
 
 
 def test_no_block_is_read_before_the_loop_announces_it(monkeypatch):
@@ -110,7 +111,6 @@ def test_no_block_is_read_before_the_loop_announces_it(monkeypatch):
     announces each step on the barrier counter as the kernels do; ``dZ`` starts as NaN, so
     a block read too early leaves NaN in the gradients."""
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
-    monkeypatch.setattr(bptt, "INPUTS_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     rng = np.random.default_rng(5)
@@ -138,7 +138,6 @@ def test_weight_sums_do_not_depend_on_timing(monkeypatch):
     """The sums are added block after block on one thread: bit for bit the same, however fast
     the loop goes."""
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
-    monkeypatch.setattr(bptt, "INPUTS_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 8)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     rng = np.random.default_rng(6)
@@ -165,7 +164,6 @@ def test_weight_sums_do_not_depend_on_timing(monkeypatch):
 
 def test_a_loop_that_raises_does_not_leave_the_helper_waiting(monkeypatch):
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
-    monkeypatch.setattr(bptt, "INPUTS_MIN_MACS", 0)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     dZ, x = np.zeros((50, 1, 4)), np.zeros((50, 1, 3))
 
@@ -204,7 +202,6 @@ def test_results_need_no_zeroing_alongside_the_loop(monkeypatch):
         fake.empty = poisoned
         monkeypatch.setattr(module, "np", fake)
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
-    monkeypatch.setattr(bptt, "INPUTS_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 3)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     spy = Spy(monkeypatch)
@@ -234,7 +231,6 @@ def test_the_forward_loop_waits_for_its_inputs(arch, opts, monkeypatch):
     """The helper computing ``G = X W_ihᵀ + b`` ahead of the loop is made slow (2 ms a block of
     4 steps): a loop that did not wait would read ``G[t]`` with only the bias in it."""
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
-    monkeypatch.setattr(bptt, "INPUTS_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     compare(arch, opts, 24, 1, 5, 7, np.float64, "auto", None, seed=10, split=("rows", 1))  # compiled first:
@@ -246,7 +242,6 @@ def test_the_forward_loop_waits_for_its_inputs(arch, opts, monkeypatch):
 
 def test_a_failing_input_block_does_not_leave_the_loop_waiting(monkeypatch):
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
-    monkeypatch.setattr(bptt, "INPUTS_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     _slow(monkeypatch, 0.001, fail_from=8)

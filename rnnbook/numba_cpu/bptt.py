@@ -254,9 +254,9 @@ def run_tiles(kernel, args, B: int, H: int, tiling: Tiling, before=None, then=No
       count reaches ``barriers_per_step · (T - t)`` once its gate gradients at step ``t`` are
       stored; the helper follows it (:func:`_gradients_alongside`).
     """
-    if before and stream and _streams(tiling, before, INPUTS_MIN_MACS):
+    if before and stream and _streams(tiling, before):
         _inputs_alongside(kernel, args, B, H, tiling, before, stream)
-    elif then and stream and _streams(tiling, then, STREAM_MIN_MACS):
+    elif then and stream and _streams(tiling, then):
         _gradients_alongside(kernel, args, B, H, tiling, then, stream, barriers_per_step)
         return
     else:
@@ -272,31 +272,31 @@ def run_tiles(kernel, args, B: int, H: int, tiling: Tiling, before=None, then=No
         _run_jobs(then)
 
 
-#: the loop's multiply-adds (``Tiling.macs``) from which the gradient products after it run
-#: alongside it (:func:`_gradients_alongside`).  A shorter loop is over too soon after the
-#: helper wakes (tens of µs on the development VM) for the hand-off to pay: measured, training
-#: step at B=1 T=1024 in µs/step, after vs alongside: RNN H=32 (2^20) 0.47 vs 0.55, GRU H=32
-#: (3·2^20) 1.06 vs 1.02, LSTM H=32 (2^22) 1.10 vs 0.98, LSTM H=64 2.85 vs 2.74, LSTM H=128
-#: 9.65 vs 8.23
-STREAM_MIN_MACS = 1 << 21
-#: ... and from which the input projection runs ahead of the forward loop
-#: (:func:`_inputs_alongside`): there the loop may have to wait for the helper, and every
-#: contended hand-over of the GIL costs a wake-up.  Measured, forward pass at B=1 T=1024,
-#: µs/step (median of 80, before vs ahead): RNN H=64 (2^22) 0.32 vs 0.40, LSTM H=32 (2^22)
-#: 0.40 vs 0.45, GRU H=32 0.43 vs 0.50; GRU H=64 (3·2^22) 1.17 vs 1.03, LSTM H=64 (2^24) 1.43
-#: vs 1.19, RNN H=128 (2^24) 1.16 vs 0.89, LSTM H=128 4.16 vs 3.28
-INPUTS_MIN_MACS = 1 << 23
+#: the loop's multiply-adds (``Tiling.macs``, ``T·B·K·N``) from which the products before
+#: and after it run alongside it (:func:`_inputs_alongside`, :func:`_gradients_alongside`).
+#: Below it the hand-offs (a sleeping helper takes tens of µs to wake on the development VM,
+#: every contended hand-over of the GIL costs a wake-up) and the caches that the other core
+#: has touched cost about what the overlap saves.  Measured on the development VM (AMD,
+#: 2 vCPUs), B=1 T=1024, µs/step, median of 40-80 interleaved calls, without vs alongside:
+#: forward pass RNN H=64 (2^22) 0.32 vs 0.40, LSTM H=32 (2^22) 0.40 vs 0.45, GRU H=32
+#: (3·2^20) 0.43 vs 0.50; GRU H=64 (3·2^22) 1.17 vs 1.03, LSTM H=64 (2^24) 1.43 vs 1.19, RNN
+#: H=128 (2^24) 1.16 vs 0.89, LSTM H=128 4.16 vs 3.28.  Training step with the gradients
+#: alongside: LSTM H=32 1.08-1.12 vs 0.98-1.31 (run to run), RNN H=64 0.94 vs 0.86, GRU
+#: H=64 2.70 vs 2.33, RNN H=128 2.70 vs 2.32.  One threshold for both sides, where both pay.
+STREAM_MIN_MACS = 1 << 23
+
+
 #: rows (``steps · B``) per block of steps handed to the thread alongside the loop: enough for
 #: BLAS to run near its speed, few enough that the last block, left after the loop, is short
 STREAM_BLOCK_ROWS = 128
 
 
-def _streams(tiling: Tiling, jobs, min_macs: int) -> bool:
+def _streams(tiling: Tiling, jobs) -> bool:
     """Whether :func:`run_tiles` runs ``jobs`` alongside the loop: the loop takes one thread and
-    leaves another idle, it has ``min_macs`` multiply-adds, and some product can be cut into
-    blocks of steps (any other runs on the loop's thread, before or after the loop)."""
+    leaves another idle, it is long enough (:data:`STREAM_MIN_MACS`), and some product can be
+    cut into blocks of steps (any other runs on the loop's thread, before or after the loop)."""
     return (tiling.row_blocks * tiling.unit_blocks == 1 and numba.get_num_threads() >= 2
-            and tiling.macs >= min_macs and any(job.steps is not None for job in jobs))
+            and tiling.macs >= STREAM_MIN_MACS and any(job.steps is not None for job in jobs))
 
 
 def step_blocks(T: int, B: int) -> list[tuple[int, int]]:
