@@ -19,7 +19,7 @@ numba_cpu = pytest.importorskip("rnnbook.numba_cpu")
 from rnnbook.numba_cpu import bptt, workers  # noqa: E402
 
 import rnnbook as rb  # noqa: E402
-from test_numba_parity import CELLS, STRATEGIES, compare, rel_error  # noqa: E402
+from test_numba_parity import CELLS, STRATEGIES, compare, poison_empty, rel_error  # noqa: E402
 
 
 @given(T=st.integers(1, 3000), B=st.integers(1, 300), rows=st.integers(1, 512))
@@ -172,35 +172,33 @@ def test_a_loop_that_raises_does_not_leave_the_helper_waiting(monkeypatch):
         raise FloatingPointError("step 46 failed")
     with bptt.deferred() as after_loop:
         bptt.weight_gradient(dZ, x)
+    error = _raised_in_time(lambda: bptt.run_tiles(loop, (), 1, 4, bptt.Tiling(0, 1, 1), then=after_loop,
+                                                   stream=50), "the helper kept waiting for steps that never came")
+    assert isinstance(error, FloatingPointError) and "step 46" in str(error)
+
+
+def _raised_in_time(call, hang_message, seconds=30):
+    """What ``call()`` raised, run on a thread of its own; fails if it is still running after
+    ``seconds`` (a thread waiting for another that will never come)."""
     outcome = []
 
-    def call():
+    def run():
         try:
-            bptt.run_tiles(loop, (), 1, 4, bptt.Tiling(0, 1, 1), then=after_loop, stream=50)
-        except FloatingPointError as exc:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
             outcome.append(exc)
-    thread = threading.Thread(target=call, daemon=True)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    thread.join(30)
-    assert not thread.is_alive(), "the helper kept waiting for steps that never came"
-    assert outcome and "step 46" in str(outcome[0])
+    thread.join(seconds)
+    assert not thread.is_alive(), hang_message
+    assert outcome, "it did not raise"
+    return outcome[0]
 
 
 def test_results_need_no_zeroing_alongside_the_loop(monkeypatch):
     """The first block of a sum stores, the later ones add: with every ``np.empty`` of the cells
     and of ``bptt`` filled with NaN, a sum that added into its fresh result would be NaN."""
-    import types
-    from rnnbook.numba_cpu import gru, lstm, rnn
-
-    def poisoned(shape, dtype=float, *args, **kwargs):
-        out = np.empty(shape, dtype, *args, **kwargs)
-        if np.dtype(dtype).kind == "f":
-            out.fill(np.nan)
-        return out
-    for module in (rnn, lstm, gru, bptt):
-        fake = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
-        fake.empty = poisoned
-        monkeypatch.setattr(module, "np", fake)
+    poison_empty(monkeypatch)
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 3)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
@@ -247,15 +245,6 @@ def test_a_failing_input_block_does_not_leave_the_loop_waiting(monkeypatch):
     _slow(monkeypatch, 0.001, fail_from=8)
     params = rb.init_params("lstm", 3, 5, seed=0)
     x = np.random.default_rng(0).standard_normal((40, 1, 3))
-    outcome = []
-
-    def call():
-        try:
-            rb.forward("lstm", params, x, backend="numba")
-        except MemoryError as exc:
-            outcome.append(exc)
-    thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive(), "the loop kept waiting for inputs that never came"
-    assert outcome and "row 8" in str(outcome[0])
+    error = _raised_in_time(lambda: rb.forward("lstm", params, x, backend="numba"),
+                            "the loop kept waiting for inputs that never came")
+    assert isinstance(error, MemoryError) and "row 8" in str(error)

@@ -101,11 +101,8 @@ def test_panels_with_whole_row_blocks(arch, opts):
             compare(arch, opts, 4, B, 5, 37, dtype, "panels", window, seed=8, split=("rows", 1))
 
 
-def test_gate_gradient_buffers_need_no_zeroing(monkeypatch):
-    """The backward tile kernels store every element of their gate-gradient arrays at a
-    chain's first visit (``bptt.revisits``), so those are allocated with ``np.empty``.
-    Here every ``np.empty`` of the three modules comes filled with NaN: a kernel that
-    added into an element instead, or skipped one, would leave NaN in a gradient."""
+def poison_empty(monkeypatch):
+    """Every ``np.empty`` of the tile cells and of ``bptt`` comes filled with NaN (float arrays)."""
     import types
     from rnnbook.numba_cpu import gru, lstm, rnn
 
@@ -118,6 +115,14 @@ def test_gate_gradient_buffers_need_no_zeroing(monkeypatch):
         fake = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
         fake.empty = poisoned
         monkeypatch.setattr(module, "np", fake)
+
+
+def test_gate_gradient_buffers_need_no_zeroing(monkeypatch):
+    """The backward tile kernels store every element of their gate-gradient arrays at a
+    chain's first visit (``bptt.revisits``), so those are allocated with ``np.empty``.
+    Here every ``np.empty`` of the three modules comes filled with NaN: a kernel that
+    added into an element instead, or skipped one, would leave NaN in a gradient."""
+    poison_empty(monkeypatch)
     for n, ((arch, opts), split, window) in enumerate(
             (c, sp, w) for c in CELLS for sp in SPLITS for w in (None, 1, 3, 10)):
         strategy = STRATEGIES[n % len(STRATEGIES)]

@@ -312,6 +312,22 @@ def step_blocks(T: int, B: int) -> list[tuple[int, int]]:
     return blocks
 
 
+def _run_here(job):
+    """A recorded product with no form by steps, on this thread, all rows at once."""
+    if job.setup is not None:
+        job.setup()
+    job.part(0, job.R)
+
+
+def _finish(jobs):
+    """Each product's last step after it ran alongside a loop: ``total`` after its blocks of
+    steps, or ``then`` after its rows (:func:`_run_here`)."""
+    for job in jobs:
+        finish = job.then if job.steps is None else job.total
+        if finish is not None:
+            finish()
+
+
 #: the count a finished loop leaves in its barrier slot, so that a thread waiting alongside
 #: it never waits for steps that will not come (the kernel raised)
 _LOOP_OVER = sync.ALL_READY
@@ -337,9 +353,7 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
     per_step = [job for job in before if job.steps is not None]
     for job in before:
         if job.steps is None:
-            if job.setup is not None:
-                job.setup()
-            job.part(0, job.R)
+            _run_here(job)
     lock, started = threading.Lock(), threading.Event()
 
     def take():
@@ -368,10 +382,7 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
             store_release_py(flags, ready, sync.ALL_READY)
     with gemm.single_threaded_blas():
         in_parallel(part, [(0,), (1,)])
-    for job in before:
-        finish = job.then if job.steps is None else job.total
-        if finish is not None:
-            finish()
+    _finish(before)
 
 
 def _gradients_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step):
@@ -420,9 +431,7 @@ def _gradients_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step)
             finally:
                 store_release_py(flags, 0, _LOOP_OVER)
             for job in whole:
-                if job.setup is not None:
-                    job.setup()
-                job.part(0, job.R)
+                _run_here(job)
         else:                                   # the helper: alongside the loop
             for n, (t0, t1) in enumerate(blocks):
                 wait_for(flags, 0, barriers_per_step * (T - t0))
@@ -434,10 +443,7 @@ def _gradients_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step)
             pass
     with gemm.single_threaded_blas():
         in_parallel(part, [(0,), (1,)])
-    for job in then:
-        finish = job.then if job.steps is None else job.total
-        if finish is not None:
-            finish()
+    _finish(then)
 
 
 def run(kernel, args, B, use_blas, n_chunks):
