@@ -209,14 +209,15 @@ def test_results_need_no_zeroing_alongside_the_loop(monkeypatch):
     assert spy.calls == len(CELLS)
 
 
-def _slow(mp, pause, fail_from=None):
+def _slow(mp, pause, fail_from=None, on_caller=False):
     """Make every block of the input projection on a helper thread slow (and, from row
-    ``fail_from`` on, fail): the forward loop must wait for each block, or see it fail."""
+    ``fail_from`` on, fail): the forward loop must wait for each block, or see it fail.
+    ``on_caller``: the blocks of the calling thread instead (helpers are the threads that
+    ``workers.py`` names ``rnnbook-numba-k``)."""
     real = bptt.gemm.add_product_rows
-    main = threading.main_thread()
 
     def slow(X, W, out, r0, r1):
-        if threading.current_thread() is not main:
+        if threading.current_thread().name.startswith("rnnbook-numba") != on_caller:
             time.sleep(pause)
             if fail_from is not None and r0 >= fail_from:
                 raise MemoryError(f"block at row {r0}")
@@ -248,3 +249,18 @@ def test_a_failing_input_block_does_not_leave_the_loop_waiting(monkeypatch):
     error = _raised_in_time(lambda: rb.forward("lstm", params, x, backend="numba"),
                             "the loop kept waiting for inputs that never came")
     assert isinstance(error, MemoryError) and "row 8" in str(error)
+
+
+def test_a_failing_first_block_does_not_leave_the_helper_waiting(monkeypatch):
+    """The calling thread computes the first block itself; when that fails, the helper (which
+    announces its blocks only after the one before) must not wait for it."""
+    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
+    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
+    params = rb.init_params("lstm", 3, 5, seed=0)
+    x = np.random.default_rng(0).standard_normal((40, 1, 3))
+    rb.forward("lstm", params, x, backend="numba")                 # compiled before the trap is set
+    _slow(monkeypatch, 0.0, fail_from=0, on_caller=True)
+    error = _raised_in_time(lambda: rb.forward("lstm", params, x, backend="numba"),
+                            "the helper kept waiting for the first block")
+    assert isinstance(error, MemoryError) and "row 0" in str(error)

@@ -370,8 +370,12 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
 
     def part(which):
         if which == 0:                          # this thread: blocks until the helper is up, the loop
-            while take() and not started.is_set():
-                pass
+            try:
+                while take() and not started.is_set():
+                    pass
+            except BaseException:               # the helper must not wait for a block that never comes
+                store_release_py(flags, ready, sync.ALL_READY)
+                raise
             kernel(*args, 0, B, 0, H, tiling.product, flags, 0)
             return
         started.set()                           # the helper: the other blocks, ahead of the loop
