@@ -264,3 +264,23 @@ def test_a_failing_first_block_does_not_leave_the_helper_waiting(monkeypatch):
     error = _raised_in_time(lambda: rb.forward("lstm", params, x, backend="numba"),
                             "the helper kept waiting for the first block")
     assert isinstance(error, MemoryError) and "row 0" in str(error)
+
+
+@settings(max_examples=30, deadline=None)
+@given(R=st.integers(1, 40), G=st.integers(1, 20), K=st.integers(1, 20), extra=st.integers(0, 3),
+       dtype=st.sampled_from([np.float32, np.float64]), through_blas=st.booleans(), seed=st.integers(0, 2**16))
+def test_sum_of_products_by_blocks(R, G, K, extra, dtype, through_blas, seed):
+    """``gemm.add_sum_of_products``: stores ``AᵀX`` for the first block and adds the next ones, with
+    ``A`` a column slice of a wider array (a row stride of its own), through BLAS with β = 1
+    or through NumPy."""
+    rng = np.random.default_rng(seed)
+    wide = rng.standard_normal((2 * R, G + extra)).astype(dtype)
+    A, X = wide[:, extra:], rng.standard_normal((2 * R, K)).astype(dtype)
+    C = np.full((G, K), np.nan, dtype)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bptt.gemm, "CTYPES_MIN_MACS", 0 if through_blas else 1 << 62)
+        bptt.gemm.add_sum_of_products(A[:R], X[:R], C, True)
+        bptt.gemm.add_sum_of_products(A[R:], X[R:], C, False)
+    ref = A.astype(np.float64).T @ X.astype(np.float64)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(C, ref, rtol=tol, atol=tol * np.abs(ref).max())

@@ -312,8 +312,8 @@ CTYPES_MIN_MACS = 1 << 20
 
 
 def add_sum_of_products(A, X, C, first):
-    """``C = Aᵀ X`` (``first``) or ``C += Aᵀ X``: one BLAS GEMM over the rows of ``A (R, G)`` and
-    ``X (R, K)`` into ``C (G, K)``, with ``beta = 0`` or ``1``.
+    """``C = Aᵀ X`` (``first``: NumPy's ``matmul`` into ``C``) or ``C += Aᵀ X`` (one BLAS GEMM with
+    ``beta = 1``), over the rows of ``A (R, G)`` and ``X (R, K)``, into ``C (G, K)``.
 
     What a weight gradient ``Σ_t dZ_tᵀ x_t`` needs when it is summed block of steps by block of
     steps (``bptt.weight_gradient`` alongside the loop): each block adds its terms in place,
@@ -333,8 +333,7 @@ def add_sum_of_products(A, X, C, first):
         return
     fn, scalar = _ctypes_gemm[C.dtype.char]
     fn(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, _CBLAS_NO_TRANS, G, K, R, scalar(1.0),
-       A.ctypes.data, _row_stride(A), X.ctypes.data, _row_stride(X), scalar(0.0 if first else 1.0),
-       C.ctypes.data, K)
+       A.ctypes.data, _row_stride(A), X.ctypes.data, _row_stride(X), scalar(1.0), C.ctypes.data, K)
 
 
 def _row_stride(a):
