@@ -209,18 +209,19 @@ def test_results_need_no_zeroing_alongside_the_loop(monkeypatch):
     assert spy.calls == len(CELLS)
 
 
-def _slow(mp, pause, fail_from=None, on_caller=False):
-    """Make every block of the input projection on a helper thread slow (and, from row
-    ``fail_from`` on, fail): the forward loop must wait for each block, or see it fail.
-    ``on_caller``: the blocks of the calling thread instead (helpers are the threads that
-    ``workers.py`` names ``rnnbook-numba-k``)."""
+def _slow(mp, helper_pause=0.0, caller_pause=0.0, helper_fails_from=None, caller_fails_from=None):
+    """Make every block of the input projection slow on a helper thread (``helper_pause``
+    seconds) or on the calling thread, and fail from a row on: the forward loop must wait
+    for each block, or see it fail.  Helpers are the threads that ``workers.py`` names
+    ``rnnbook-numba-k``."""
     real = bptt.gemm.add_product_rows
 
     def slow(X, W, out, r0, r1):
-        if threading.current_thread().name.startswith("rnnbook-numba") != on_caller:
-            time.sleep(pause)
-            if fail_from is not None and r0 >= fail_from:
-                raise MemoryError(f"block at row {r0}")
+        on_helper = threading.current_thread().name.startswith("rnnbook-numba")
+        time.sleep(helper_pause if on_helper else caller_pause)
+        fails_from = helper_fails_from if on_helper else caller_fails_from
+        if fails_from is not None and r0 >= fails_from:
+            raise MemoryError(f"block at row {r0}")
         real(X, W, out, r0, r1)
     mp.setattr(bptt.gemm, "add_product_rows", slow)
 
@@ -234,7 +235,7 @@ def test_the_forward_loop_waits_for_its_inputs(arch, opts, monkeypatch):
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     compare(arch, opts, 24, 1, 5, 7, np.float64, "auto", None, seed=10, split=("rows", 1))  # compiled first:
     ahead = Spy(monkeypatch, "_inputs_alongside")          # a compiling loop would give the helper all the time
-    _slow(monkeypatch, 0.002)
+    _slow(monkeypatch, helper_pause=0.002, caller_pause=0.01)      # the helper is up after one block
     compare(arch, opts, 24, 1, 5, 7, np.float64, "auto", None, seed=11, split=("rows", 1))
     assert ahead.calls == 1
 
@@ -243,12 +244,13 @@ def test_a_failing_input_block_does_not_leave_the_loop_waiting(monkeypatch):
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
-    _slow(monkeypatch, 0.001, fail_from=8)
+    # the calling thread's blocks are slow, so that the helper is up before it has taken them all
+    _slow(monkeypatch, helper_pause=0.001, caller_pause=0.02, helper_fails_from=8)
     params = rb.init_params("lstm", 3, 5, seed=0)
     x = np.random.default_rng(0).standard_normal((40, 1, 3))
     error = _raised_in_time(lambda: rb.forward("lstm", params, x, backend="numba"),
                             "the loop kept waiting for inputs that never came")
-    assert isinstance(error, MemoryError) and "row 8" in str(error)
+    assert isinstance(error, MemoryError) and "block at row" in str(error)
 
 
 def test_a_failing_first_block_does_not_leave_the_helper_waiting(monkeypatch):
@@ -260,7 +262,7 @@ def test_a_failing_first_block_does_not_leave_the_helper_waiting(monkeypatch):
     params = rb.init_params("lstm", 3, 5, seed=0)
     x = np.random.default_rng(0).standard_normal((40, 1, 3))
     rb.forward("lstm", params, x, backend="numba")                 # compiled before the trap is set
-    _slow(monkeypatch, 0.0, fail_from=0, on_caller=True)
+    _slow(monkeypatch, caller_fails_from=0)
     error = _raised_in_time(lambda: rb.forward("lstm", params, x, backend="numba"),
                             "the helper kept waiting for the first block")
     assert isinstance(error, MemoryError) and "row 0" in str(error)
