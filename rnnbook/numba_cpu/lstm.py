@@ -149,9 +149,9 @@ def forward(params, x, state0=None, **options):
     if non_default_options(_spec, opts):              # a variant: its own kernels (end of this file)
         return _variant_forward(params, x, state0, _spec._options(opts), T, B, H, dtype)
     W_ih, W_hh, b = bptt.contiguous(params, ("W_ih", "W_hh", "b"))
-    with bptt.deferred() as before_loop:                        # recorded: run_tiles computes it before
-        gates = bptt.input_projection(x, W_ih, b)               # the loop, or ahead of it on an idle thread
-    hs = np.empty((T + 1, B, H), dtype)                         # G = X W_ih^T + b   (T, B, 4H)
+    with bptt.deferred() as before_loop:      # recorded: run_tiles computes it before the loop, or ahead of it
+        gates = bptt.input_projection(x, W_ih, b)               # G = X W_ih^T + b   (T, B, 4H)
+    hs = np.empty((T + 1, B, H), dtype)
     cs = np.empty((T + 1, B, H), dtype)
     hs[0], cs[0] = (0, 0) if state0 is None else state0
     tiling = bptt.plan_tiles(B, H, 4 * H, T, H)

@@ -101,9 +101,9 @@ def forward(params, x, state0=None, **options):
     """Run over ``x (T, B, D)``: returns ``(y (T, B, H), (h_T,), cache)``."""
     opts, (T, B, D, H), dtype, state0 = check_forward_call(_spec, params, x, state0, options)
     W_ih, W_hh, b = bptt.contiguous(params, ("W_ih", "W_hh", "b"))
-    with bptt.deferred() as before_loop:                        # recorded: run_tiles computes it before
-        pre = bptt.input_projection(x, W_ih, b)                 # the loop, or ahead of it on an idle thread
-    hs = np.empty((T + 1, B, H), dtype)                         # G = X W_ih^T + b   (T, B, H)
+    with bptt.deferred() as before_loop:      # recorded: run_tiles computes it before the loop, or ahead of it
+        pre = bptt.input_projection(x, W_ih, b)                 # G = X W_ih^T + b   (T, B, H)
+    hs = np.empty((T + 1, B, H), dtype)
     hs[0] = 0 if state0 is None else state0[0]
     use_relu = opts["nonlinearity"] == "relu"
     tiling = bptt.plan_tiles(B, H, H, T, H)
