@@ -6,7 +6,9 @@ producing the gate gradients of earlier steps.  Checked here: the blocks cover e
 once; each cell gives the reference's gradients through that path (which the tests force
 at small sizes, and confirm was taken); the weight sums do not depend on timing; the
 helper never reads a block before the loop has announced it; a loop that raises does not
-leave the helper waiting.
+leave the helper waiting.  And the forward loop's inputs computed ahead of it: the loop
+waits for them, and a block that raises (on either thread, however late the helper starts)
+does not leave it waiting; the sums read inputs of any memory layout.
 """
 import threading
 import time
@@ -134,11 +136,13 @@ def test_no_block_is_read_before_the_loop_announces_it(monkeypatch):
     np.testing.assert_allclose(dX, values @ W_ih, rtol=1e-12)
 
 
-def test_weight_sums_do_not_depend_on_timing(monkeypatch):
+@pytest.mark.parametrize("through_blas", [False, True])
+def test_weight_sums_do_not_depend_on_timing(through_blas, monkeypatch):
     """The sums are added block after block on one thread: bit for bit the same, however fast
-    the loop goes."""
+    the loop goes, through NumPy's products or BLAS's β = 1 adds -- and the right sums."""
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 8)
+    monkeypatch.setattr(bptt.gemm, "CTYPES_MIN_MACS", 0 if through_blas else 1 << 62)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     rng = np.random.default_rng(6)
     T, B, G, D = 64, 1, 8, 5
@@ -160,6 +164,9 @@ def test_weight_sums_do_not_depend_on_timing(monkeypatch):
         results.append(out)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+    v64 = values.astype(np.float64)
+    np.testing.assert_allclose(results[0][0], np.einsum("tbg,tbk->gk", v64, x.astype(np.float64)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(results[0][1], v64.sum(axis=(0, 1)), rtol=1e-5, atol=1e-5)
 
 
 def test_a_loop_that_raises_does_not_leave_the_helper_waiting(monkeypatch):
@@ -209,17 +216,31 @@ def test_results_need_no_zeroing_alongside_the_loop(monkeypatch):
     assert spy.calls == len(CELLS)
 
 
-def _slow(mp, helper_pause=0.0, caller_pause=0.0, helper_fails_from=None, caller_fails_from=None):
+def _slow(mp, helper_pause=0.0, caller_pause=0.0, helper_fails_from=None, caller_fails_from=None,
+          helper_late=0.0):
     """Make every block of the input projection slow on a helper thread (``helper_pause``
     seconds) or on the calling thread, and fail from a row on: the forward loop must wait
-    for each block, or see it fail.  Helpers are the threads that ``workers.py`` names
+    for each block, or see it fail.  ``helper_late`` seconds pass before the helper starts
+    (as on a loaded machine).  Helpers are the threads that ``workers.py`` names
     ``rnnbook-numba-k``."""
-    real = bptt.gemm.add_product_rows
+    real, real_in_parallel = bptt.gemm.add_product_rows, bptt.in_parallel
+
+    def on_helper():
+        return threading.current_thread().name.startswith("rnnbook-numba")
+
+    def late(fn, jobs):
+        def part(*job):
+            if on_helper():
+                time.sleep(helper_late)
+            return fn(*job)
+        return real_in_parallel(part, jobs)
+    if helper_late:
+        mp.setattr(bptt, "in_parallel", late)
 
     def slow(X, W, out, r0, r1):
-        on_helper = threading.current_thread().name.startswith("rnnbook-numba")
-        time.sleep(helper_pause if on_helper else caller_pause)
-        fails_from = helper_fails_from if on_helper else caller_fails_from
+        helper = on_helper()
+        time.sleep(helper_pause if helper else caller_pause)
+        fails_from = helper_fails_from if helper else caller_fails_from
         if fails_from is not None and r0 >= fails_from:
             raise MemoryError(f"block at row {r0}")
         real(X, W, out, r0, r1)
@@ -240,14 +261,18 @@ def test_the_forward_loop_waits_for_its_inputs(arch, opts, monkeypatch):
     assert ahead.calls == 1
 
 
-def test_a_failing_input_block_does_not_leave_the_loop_waiting(monkeypatch):
+@pytest.mark.parametrize("helper_late", [0.0, 0.05])
+def test_a_failing_input_block_does_not_leave_the_loop_waiting(helper_late, monkeypatch):
+    """The helper fails from row 8 on.  Late, it fails while the calling thread is still
+    computing a block of its own, whose announcement must not undo the helper's release."""
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
-    # the calling thread's blocks are slow, so that the helper is up before it has taken them all
-    _slow(monkeypatch, helper_pause=0.001, caller_pause=0.02, helper_fails_from=8)
     params = rb.init_params("lstm", 3, 5, seed=0)
     x = np.random.default_rng(0).standard_normal((40, 1, 3))
+    rb.forward("lstm", params, x, backend="numba")                 # compiled before the trap is set
+    # the calling thread's blocks are slow, so that the helper is up before it has taken them all
+    _slow(monkeypatch, helper_pause=0.001, caller_pause=0.02, helper_fails_from=8, helper_late=helper_late)
     error = _raised_in_time(lambda: rb.forward("lstm", params, x, backend="numba"),
                             "the loop kept waiting for inputs that never came")
     assert isinstance(error, MemoryError) and "block at row" in str(error)
@@ -268,16 +293,35 @@ def test_a_failing_first_block_does_not_leave_the_helper_waiting(monkeypatch):
     assert isinstance(error, MemoryError) and "row 0" in str(error)
 
 
-@settings(max_examples=30, deadline=None)
-@given(R=st.integers(1, 40), G=st.integers(1, 20), K=st.integers(1, 20), extra=st.integers(0, 3),
-       dtype=st.sampled_from([np.float32, np.float64]), through_blas=st.booleans(), seed=st.integers(0, 2**16))
-def test_sum_of_products_by_blocks(R, G, K, extra, dtype, through_blas, seed):
-    """``gemm.add_sum_of_products``: stores ``AᵀX`` for the first block and adds the next ones, with
-    ``A`` a column slice of a wider array (a row stride of its own), through BLAS with β = 1
-    or through NumPy."""
+def _laid_out(rng, shape, dtype, layout):
+    """A random array of ``shape`` as a view NumPy may hand over: ``"wide"`` a column slice of a
+    wider array, ``"reversed"`` rows in reverse (a negative row stride), ``"broadcast"`` one row
+    repeated (a row stride of 0), ``"overlapping"`` rows that share elements (stride of one)."""
+    R, K = shape
+    if layout == "wide":
+        return rng.standard_normal((R, K + 3)).astype(dtype)[:, 2:2 + K]
+    if layout == "reversed":
+        return rng.standard_normal((R, K)).astype(dtype)[::-1]
+    if layout == "broadcast":
+        return np.broadcast_to(rng.standard_normal(K).astype(dtype), (R, K))
+    base = rng.standard_normal(R + K).astype(dtype)
+    return np.lib.stride_tricks.as_strided(base, (R, K), (base.itemsize, base.itemsize), writeable=False)
+
+
+LAYOUTS = ["wide", "reversed", "broadcast", "overlapping"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(R=st.integers(1, 40), G=st.integers(1, 20), K=st.integers(1, 20),
+       dtype=st.sampled_from([np.float32, np.float64]), through_blas=st.booleans(),
+       a_layout=st.sampled_from(LAYOUTS), x_layout=st.sampled_from(LAYOUTS), seed=st.integers(0, 2**16))
+def test_sum_of_products_by_blocks(R, G, K, dtype, through_blas, a_layout, x_layout, seed):
+    """``gemm.add_sum_of_products``: stores ``AᵀX`` for the first block and adds the next ones,
+    through BLAS with β = 1 or through NumPy, for ``A`` and ``X`` laid out as any view may be
+    (a row stride of their own, reversed, broadcast, overlapping rows: the last three are
+    what BLAS cannot read, and must still give the sum)."""
     rng = np.random.default_rng(seed)
-    wide = rng.standard_normal((2 * R, G + extra)).astype(dtype)
-    A, X = wide[:, extra:], rng.standard_normal((2 * R, K)).astype(dtype)
+    A, X = _laid_out(rng, (2 * R, G), dtype, a_layout), _laid_out(rng, (2 * R, K), dtype, x_layout)
     C = np.full((G, K), np.nan, dtype)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bptt.gemm, "CTYPES_MIN_MACS", 0 if through_blas else 1 << 62)
@@ -286,3 +330,29 @@ def test_sum_of_products_by_blocks(R, G, K, extra, dtype, through_blas, seed):
     ref = A.astype(np.float64).T @ X.astype(np.float64)
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(C, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("layout", ["reversed", "broadcast", "overlapping"])
+@pytest.mark.parametrize("arch,opts", CELLS)
+def test_inputs_of_any_layout_alongside_the_loop(arch, opts, layout, monkeypatch):
+    """A user's ``x`` at B = 1 stays a view in the weight gradient's sum (``(T, 1, D)`` to
+    ``(T, D)`` needs no copy): read backwards in time, broadcast or overlapping, through the
+    BLAS sums by blocks, it still gives the reference's gradients."""
+    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 8)
+    monkeypatch.setattr(bptt.gemm, "CTYPES_MIN_MACS", 0)
+    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
+    spy = Spy(monkeypatch)
+    rng = np.random.default_rng(len(layout))
+    T, D, H = 40, 3, 5
+    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in rb.init_params(arch, D, H, seed=1, **opts).items()}
+    x = _laid_out(rng, (T, D), np.float64, layout)[:, None, :]
+    dy = rng.standard_normal((T, 1, H))
+    grads = {}
+    for backend in ("numpy", "numba"):
+        _, _, cache = rb.forward(arch, params, x, backend=backend, **opts)
+        grads[backend] = rb.backward(arch, params, cache, dy, backend=backend)
+    assert spy.calls == 1
+    for name, ref in grads["numpy"].items():
+        if ref is not None:
+            assert rel_error(grads["numba"][name], ref) <= 1e-10, name

@@ -355,6 +355,18 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
         if job.steps is None:
             _run_here(job)
     lock, started = threading.Lock(), threading.Event()
+    released = []                               # once ALL_READY is out, the count stays there
+
+    def announce(upto):
+        """Say that every step below ``upto`` is ready.  ``ALL_READY`` (the helper is done, or
+        a block raised) is final: a later, smaller count from a block that was still being
+        computed would leave the loop waiting for blocks that a failed helper never computes."""
+        with lock:
+            if released:
+                return
+            if upto == sync.ALL_READY:
+                released.append(True)
+            store_release_py(flags, ready, upto)
 
     def take():
         """Compute the next block and announce it after the one before it; whether there was one."""
@@ -365,7 +377,7 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
         for job in per_step:
             job.steps(*block, True)
         wait_for(flags, ready, block[0])
-        store_release_py(flags, ready, block[1])
+        announce(block[1])
         return True
 
     def part(which):
@@ -374,7 +386,7 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
                 while take() and not started.is_set():
                     pass
             except BaseException:               # the helper must not wait for a block that never comes
-                store_release_py(flags, ready, sync.ALL_READY)
+                announce(sync.ALL_READY)
                 raise
             kernel(*args, 0, B, 0, H, tiling.product, flags, 0)
             return
@@ -383,7 +395,7 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
             while take():
                 pass
         finally:                                # if a block raised, the loop must not wait for it
-            store_release_py(flags, ready, sync.ALL_READY)
+            announce(sync.ALL_READY)
     with gemm.single_threaded_blas():
         in_parallel(part, [(0,), (1,)])
     _finish(before)

@@ -317,15 +317,16 @@ def add_sum_of_products(A, X, C, first):
 
     What a weight gradient ``Σ_t dZ_tᵀ x_t`` needs when it is summed block of steps by block of
     steps (``bptt.weight_gradient`` alongside the loop): each block adds its terms in place,
-    without a temporary.  ``A`` and ``X`` need contiguous rows (any row stride, as a column
-    slice of a wider array has), ``C`` is C-contiguous; all of one dtype, float32 or float64.
-    Small products, and any without a usable BLAS or of other dtypes, go through NumPy's
-    ``matmul`` and an add instead (:data:`CTYPES_MIN_MACS`).
+    without a temporary.  BLAS takes ``A`` and ``X`` with rows of their own in memory, one
+    after another (:func:`_blas_rows`: any row stride from the row's length up, as a column
+    slice of a wider array has), ``C`` C-contiguous, all of one dtype, float32 or float64.
+    Anything else -- a user's input read backwards (``x[::-1]``) or broadcast, small products,
+    no usable BLAS -- goes through NumPy's ``matmul`` and an add (:data:`CTYPES_MIN_MACS`).
     """
     R, G, K = A.shape[0], A.shape[1], X.shape[1]
     if first or R * G * K < CTYPES_MIN_MACS or not (
             HAVE_BLAS and A.dtype == X.dtype == C.dtype and C.dtype.char in _ctypes_gemm
-            and A.strides[1] == X.strides[1] == A.itemsize and C.flags.c_contiguous):
+            and _blas_rows(A) and _blas_rows(X) and C.flags.c_contiguous):
         if first:
             np.matmul(A.T, X, out=C)
         else:
@@ -334,6 +335,14 @@ def add_sum_of_products(A, X, C, first):
     fn, scalar = _ctypes_gemm[C.dtype.char]
     fn(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, _CBLAS_NO_TRANS, G, K, R, scalar(1.0),
        A.ctypes.data, _row_stride(A), X.ctypes.data, _row_stride(X), scalar(1.0), C.ctypes.data, K)
+
+
+def _blas_rows(a):
+    """Whether BLAS can read the 2-D array ``a`` as rows with a leading dimension: its elements
+    contiguous within a row, and the rows apart by at least a row's length (not reversed,
+    broadcast or overlapping, which NumPy views may be and BLAS rejects)."""
+    rows_apart = a.strides[0] >= a.shape[1] * a.itemsize and a.strides[0] % a.itemsize == 0
+    return a.strides[1] == a.itemsize and (a.shape[0] <= 1 or rows_apart)
 
 
 def _row_stride(a):
