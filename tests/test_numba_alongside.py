@@ -271,8 +271,9 @@ def test_a_failing_input_block_does_not_leave_the_loop_waiting(helper_late, monk
     params = rb.init_params("lstm", 3, 5, seed=0)
     x = np.random.default_rng(0).standard_normal((40, 1, 3))
     rb.forward("lstm", params, x, backend="numba")                 # compiled before the trap is set
-    # the calling thread's blocks are slow, so that the helper is up before it has taken them all
-    _slow(monkeypatch, helper_pause=0.001, caller_pause=0.02, helper_fails_from=8, helper_late=helper_late)
+    # the calling thread's blocks are slow (its ten would take 0.5 s), so that the helper is up,
+    # however late, before it has taken them all
+    _slow(monkeypatch, helper_pause=0.001, caller_pause=0.05, helper_fails_from=8, helper_late=helper_late)
     error = _raised_in_time(lambda: rb.forward("lstm", params, x, backend="numba"),
                             "the loop kept waiting for inputs that never came")
     assert isinstance(error, MemoryError) and "block at row" in str(error)
@@ -296,8 +297,20 @@ def test_a_failing_first_block_does_not_leave_the_helper_waiting(monkeypatch):
 def _laid_out(rng, shape, dtype, layout):
     """A random array of ``shape`` as a view NumPy may hand over: ``"wide"`` a column slice of a
     wider array, ``"reversed"`` rows in reverse (a negative row stride), ``"broadcast"`` one row
-    repeated (a row stride of 0), ``"overlapping"`` rows that share elements (stride of one)."""
+    repeated (a row stride of 0), ``"overlapping"`` rows that share elements (stride of one),
+    ``"record"`` a field of a packed record array (rows an odd number of bytes apart, and
+    unaligned), ``"unaligned"`` C-contiguous but one byte off its elements' alignment."""
     R, K = shape
+    itemsize = np.dtype(dtype).itemsize
+    if layout == "record":
+        records = np.zeros(R, np.dtype([("tag", "u1"), ("v", dtype, (K,))]))   # packed: 1 + K·itemsize bytes
+        records["v"] = rng.standard_normal((R, K))
+        return records["v"]
+    if layout == "unaligned":
+        raw = np.zeros(R * K * itemsize + 1, np.uint8)
+        out = raw[1:].view(dtype).reshape(R, K)
+        out[...] = rng.standard_normal((R, K))
+        return out
     if layout == "wide":
         return rng.standard_normal((R, K + 3)).astype(dtype)[:, 2:2 + K]
     if layout == "reversed":
@@ -308,7 +321,7 @@ def _laid_out(rng, shape, dtype, layout):
     return np.lib.stride_tricks.as_strided(base, (R, K), (base.itemsize, base.itemsize), writeable=False)
 
 
-LAYOUTS = ["wide", "reversed", "broadcast", "overlapping"]
+LAYOUTS = ["wide", "reversed", "broadcast", "overlapping", "record", "unaligned"]
 
 
 @settings(max_examples=60, deadline=None)
@@ -319,7 +332,8 @@ def test_sum_of_products_by_blocks(R, G, K, dtype, through_blas, a_layout, x_lay
     """``gemm.add_sum_of_products``: stores ``AᵀX`` for the first block and adds the next ones,
     through BLAS with β = 1 or through NumPy, for ``A`` and ``X`` laid out as any view may be
     (a row stride of their own, reversed, broadcast, overlapping rows: the last three are
-    what BLAS cannot read, and must still give the sum)."""
+    what BLAS cannot read, and must still give the sum; so are a packed record's field and
+    unaligned data)."""
     rng = np.random.default_rng(seed)
     A, X = _laid_out(rng, (2 * R, G), dtype, a_layout), _laid_out(rng, (2 * R, K), dtype, x_layout)
     C = np.full((G, K), np.nan, dtype)
@@ -332,12 +346,13 @@ def test_sum_of_products_by_blocks(R, G, K, dtype, through_blas, a_layout, x_lay
     np.testing.assert_allclose(C, ref, rtol=tol, atol=tol * np.abs(ref).max())
 
 
-@pytest.mark.parametrize("layout", ["reversed", "broadcast", "overlapping"])
+@pytest.mark.parametrize("layout", LAYOUTS[1:])
 @pytest.mark.parametrize("arch,opts", CELLS)
 def test_inputs_of_any_layout_alongside_the_loop(arch, opts, layout, monkeypatch):
     """A user's ``x`` at B = 1 stays a view in the weight gradient's sum (``(T, 1, D)`` to
-    ``(T, D)`` needs no copy): read backwards in time, broadcast or overlapping, through the
-    BLAS sums by blocks, it still gives the reference's gradients."""
+    ``(T, D)`` needs no copy): read backwards in time, broadcast, overlapping, a field of a
+    packed record or unaligned, through the BLAS sums by blocks, it still gives the
+    reference's gradients."""
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 8)
     monkeypatch.setattr(bptt.gemm, "CTYPES_MIN_MACS", 0)

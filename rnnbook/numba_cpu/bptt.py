@@ -354,7 +354,7 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
     for job in before:
         if job.steps is None:
             _run_here(job)
-    lock, started = threading.Lock(), threading.Event()
+    lock, started, failed = threading.Lock(), threading.Event(), threading.Event()
     released = []                               # once ALL_READY is out, the count stays there
 
     def announce(upto):
@@ -369,9 +369,10 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
             store_release_py(flags, ready, upto)
 
     def take():
-        """Compute the next block and announce it after the one before it; whether there was one."""
+        """Compute the next block and announce it after the one before it; whether there was
+        one (none after a failure: the error is on its way, and the blocks are not needed)."""
         with lock:
-            block = next(blocks, None)
+            block = None if failed.is_set() else next(blocks, None)
         if block is None:
             return False
         for job in per_step:
@@ -386,14 +387,19 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
                 while take() and not started.is_set():
                     pass
             except BaseException:               # the helper must not wait for a block that never comes
+                failed.set()
                 announce(sync.ALL_READY)
                 raise
-            kernel(*args, 0, B, 0, H, tiling.product, flags, 0)
+            if not failed.is_set():             # (a helper that failed raises its error from in_parallel)
+                kernel(*args, 0, B, 0, H, tiling.product, flags, 0)
             return
         started.set()                           # the helper: the other blocks, ahead of the loop
         try:
             while take():
                 pass
+        except BaseException:
+            failed.set()
+            raise
         finally:                                # if a block raised, the loop must not wait for it
             announce(sync.ALL_READY)
     with gemm.single_threaded_blas():

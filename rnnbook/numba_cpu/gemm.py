@@ -320,11 +320,12 @@ def add_sum_of_products(A, X, C, first):
     without a temporary.  BLAS takes ``A`` and ``X`` with rows of their own in memory, one
     after another (:func:`_blas_rows`: any row stride from the row's length up, as a column
     slice of a wider array has), ``C`` C-contiguous, all of one dtype, float32 or float64.
-    Anything else -- a user's input read backwards (``x[::-1]``) or broadcast, small products,
-    no usable BLAS -- goes through NumPy's ``matmul`` and an add (:data:`CTYPES_MIN_MACS`).
+    Anything else -- a user's input read backwards (``x[::-1]``), broadcast, unaligned or a
+    field of a record array, small or empty products, no usable BLAS -- goes through NumPy's
+    ``matmul`` and an add (:data:`CTYPES_MIN_MACS`).
     """
     R, G, K = A.shape[0], A.shape[1], X.shape[1]
-    if first or R * G * K < CTYPES_MIN_MACS or not (
+    if first or R * G * K < max(CTYPES_MIN_MACS, 1) or not (
             HAVE_BLAS and A.dtype == X.dtype == C.dtype and C.dtype.char in _ctypes_gemm
             and _blas_rows(A) and _blas_rows(X) and C.flags.c_contiguous):
         if first:
@@ -338,11 +339,13 @@ def add_sum_of_products(A, X, C, first):
 
 
 def _blas_rows(a):
-    """Whether BLAS can read the 2-D array ``a`` as rows with a leading dimension: its elements
-    contiguous within a row, and the rows apart by at least a row's length (not reversed,
-    broadcast or overlapping, which NumPy views may be and BLAS rejects)."""
-    rows_apart = a.strides[0] >= a.shape[1] * a.itemsize and a.strides[0] % a.itemsize == 0
-    return a.strides[1] == a.itemsize and (a.shape[0] <= 1 or rows_apart)
+    """Whether BLAS can read the 2-D array ``a`` as rows with a leading dimension: aligned (which
+    in NumPy includes strides of whole elements: not a field of a packed record, whose rows
+    are an odd number of bytes apart and which BLAS would read at the wrong places), its
+    elements contiguous within a row, and the rows at least a row's length apart (not
+    reversed, broadcast or overlapping, which NumPy views may be and BLAS rejects)."""
+    rows_apart = a.strides[0] >= a.shape[1] * a.itemsize
+    return a.flags.aligned and a.strides[1] == a.itemsize and (a.shape[0] <= 1 or rows_apart)
 
 
 def _row_stride(a):
