@@ -14,9 +14,12 @@ to that and what the second core could add:
    through BLAS and through the packed panels (``gemm.matmul_tile``), as µs per step and as
    the rate at which ``W_hh`` is read (GB/s).
 2. **The unit split** (``bptt.split("units", 2)``): both cores on every step's product, each
-   on half the hidden units, with a barrier between steps.  At H = 8 the product costs
-   nothing, so the difference to one thread is the barrier's cost per step; at the sizes
-   asked for, the forward pass and the training step on one block against the unit split.
+   on half the hidden units, with a barrier between steps, against the loop on one block.
+   The products around the loop (input projection, gradients) run before and after it on
+   both cores in either case ("one block"); the automatic plan also has a column of its own
+   ("alongside"), where from ``bptt.STREAM_MIN_MACS`` on they run on the second core while
+   the loop runs (H ≥ 64 for the LSTM here).  At H = 8 the product costs nothing, so the
+   unit split's difference to one block is its barrier's cost per step.
 
 Times are the median over ``--reps`` calls of ``T = 1024`` steps, float32.
 """
@@ -25,10 +28,19 @@ import os
 import sys
 import time
 
+
+
+def positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
-ap.add_argument("--H", type=int, nargs="+", default=[32, 64, 128])
-ap.add_argument("--reps", type=int, default=25)
+ap.add_argument("--H", type=positive, nargs="+", default=[32, 64, 128])
+ap.add_argument("--reps", type=positive, default=25)
 args = ap.parse_args()
 for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(v, "2" if v == "NUMBA_NUM_THREADS" else "1")
@@ -80,7 +92,9 @@ def product_alone(H):
 
 
 def one_block_and_units(H):
-    """Forward and training step (µs/step) on one block (automatic plan) and on two unit blocks."""
+    """Forward and training step (µs/step): on one block with the products before and after
+    the loop, on two unit blocks (the same), and as planned (one block, products alongside
+    from ``STREAM_MIN_MACS`` on)."""
     params = {k: v.astype(np.float32) for k, v in rb.init_params(args.cell, H, H, seed=0, **OPTS).items()}
     rng = np.random.default_rng(H)
     x = rng.standard_normal((T, 1, H)).astype(np.float32)
@@ -93,9 +107,14 @@ def one_block_and_units(H):
         _, _, cache = rb.forward(args.cell, params, x, backend="numba", **OPTS)
         rb.backward(args.cell, params, cache, dy)
     row = []
-    for how in ("auto", "units"):
-        with (bptt.split("units", 2) if how == "units" else bptt.split("auto")):
-            row += [median_us(forward, args.reps), median_us(train, args.reps)]
+    planned_threshold = bptt.STREAM_MIN_MACS
+    for how in ("one block", "units", "alongside"):
+        bptt.STREAM_MIN_MACS = planned_threshold if how == "alongside" else 1 << 62
+        try:
+            with (bptt.split("units", 2) if how == "units" else bptt.split("rows", 1)):
+                row += [median_us(forward, args.reps), median_us(train, args.reps)]
+        finally:
+            bptt.STREAM_MIN_MACS = planned_threshold
     return row
 
 
@@ -105,7 +124,8 @@ print(f"{'H':>5} {'W_hh KB':>8} {'BLAS µs':>8} {'GB/s':>6} {'panels µs':>10} {
 for H in args.H:
     blas_us, blas_gbs, pan_us, pan_gbs = product_alone(H)
     print(f"{H:>5} {4 * GATES * H * H / 1024:>8.0f} {blas_us:>8.2f} {blas_gbs:>6.0f} {pan_us:>10.2f} {pan_gbs:>6.0f}")
-print("\n2. one block against two unit blocks (a barrier per step), µs/step")
-print(f"{'H':>5} {'fwd 1 block':>12} {'train 1 block':>14} {'fwd units':>10} {'train units':>12}")
+print("\n2. one block against two unit blocks (a barrier per step), and as planned, µs/step")
+heads = ("fwd 1 block", "train 1 block", "fwd units", "train units", "fwd alongside", "train alongside")
+print(f"{'H':>5} " + " ".join(f"{h:>{len(h) + 1}}" for h in heads))
 for H in [8] + list(args.H):
-    print(f"{H:>5} " + " ".join(f"{v:>{w}.2f}" for v, w in zip(one_block_and_units(H), (12, 14, 10, 12))))
+    print(f"{H:>5} " + " ".join(f"{v:>{len(h) + 1}.2f}" for v, h in zip(one_block_and_units(H), heads)))

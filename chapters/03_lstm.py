@@ -796,15 +796,15 @@ display(backend_timings("lstm", D_t, H_t, T_t, B_t, repeats=repeats, **ODYSSEY["
 #   the hidden units, vectorised in float32 (16 lanes with AVX-512).
 # - **So small batches gain most.** At $B = 1$ a compiled training step takes 1–8 µs,
 #   and the reference's step takes 20–50 times as long, almost all of it overhead
-#   (measured on 2 cores, $H = 32$–$128$). At $B = 64$, $H = 1024$ both spend nearly
-#   all their time in the same BLAS GEMMs, and no implementation can be much faster
-#   than the machine's SGEMM rate. `benchmarks/cpu.py` prints that limit as the
-#   "NP bound" column.
+#   (measured on 2 cores, $H = 32$–$128$). At $B = 64$, $H = 1024$ the matrix
+#   products take about half of the reference's time, in the same BLAS GEMMs that
+#   the compiled backend calls, so no implementation can be more than about twice as
+#   fast there. `benchmarks/cpu.py` prints that limit as the "NP bound" column.
 # - **What limits the compiled loop at $B = 1$.** Every step reads all of $W_{hh}$
 #   ($4H \times H$ floats, 256 KB at $H = 128$) from the cache. One core does that
-#   at its L2 bandwidth, and the next step cannot start earlier. The second core
-#   helps by computing the input projection ahead of the loop and the gradients
-#   behind it, rather than by sharing the step.
+#   at its L2 bandwidth, and the next step cannot start earlier. From $H = 64$ on,
+#   the second core helps by computing the input projection ahead of the loop and
+#   the gradients behind it, rather than by sharing the step.
 #
 # The measurements, and where PyTorch's fused LSTM stays ahead, are in
 # `benchmarks/README.md`.

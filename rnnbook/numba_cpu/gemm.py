@@ -339,12 +339,13 @@ def add_sum_of_products(A, X, C, first):
 
 
 def _blas_rows(a):
-    """Whether BLAS can read the 2-D array ``a`` as rows with a leading dimension: aligned (which
-    in NumPy includes strides of whole elements: not a field of a packed record, whose rows
-    are an odd number of bytes apart and which BLAS would read at the wrong places), its
-    elements contiguous within a row, and the rows at least a row's length apart (not
-    reversed, broadcast or overlapping, which NumPy views may be and BLAS rejects)."""
-    rows_apart = a.strides[0] >= a.shape[1] * a.itemsize
+    """Whether BLAS can read the 2-D array ``a`` as rows with a leading dimension: aligned, its
+    elements contiguous within a row, and the rows a whole number of elements apart, at least
+    a row's length (not reversed, broadcast or overlapping, which NumPy views may be and BLAS
+    rejects, nor a field of a packed record, whose rows are an odd number of bytes apart and
+    which BLAS would read at the wrong places).  (NumPy's ``aligned`` covers the strides too
+    where a type's alignment is its size, as for floats on x86-64; the modulo says it anywhere.)"""
+    rows_apart = a.strides[0] >= a.shape[1] * a.itemsize and a.strides[0] % a.itemsize == 0
     return a.flags.aligned and a.strides[1] == a.itemsize and (a.shape[0] <= 1 or rows_apart)
 
 
