@@ -20,6 +20,8 @@ import os
 import sys
 import time
 
+from arguments import positive  # beside this script
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
@@ -27,15 +29,6 @@ from numba import njit  # noqa: E402
 
 from rnnbook.numba_cpu import gru, lstm  # noqa: E402
 from rnnbook.numba_cpu.functions import KERNEL_OPTIONS, tanh  # noqa: E402
-
-
-
-def positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--B", type=positive, default=32)

@@ -28,14 +28,7 @@ import os
 import sys
 import time
 
-
-
-def positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
+from arguments import positive  # beside this script
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")

@@ -267,17 +267,24 @@ def test_the_forward_loop_waits_for_its_inputs(arch, opts, monkeypatch):
     assert ahead.calls == 1
 
 
+def _streamed_lstm(mp):
+    """An LSTM problem (T=40, B=1) whose input projection runs alongside the loop in blocks
+    of 4 steps on two threads, compiled before a test sets its trap: ``(params, x)``."""
+    mp.setattr(bptt, "STREAM_MIN_MACS", 0)
+    mp.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
+    mp.setattr(bptt.numba, "get_num_threads", lambda: 2)
+    params = rb.init_params("lstm", 3, 5, seed=0)
+    x = np.random.default_rng(0).standard_normal((40, 1, 3))
+    rb.forward("lstm", params, x, backend="numba")
+    return params, x
+
+
 @pytest.mark.parametrize("helper_late", [0.0, 0.05])
 def test_a_failing_input_block_does_not_leave_the_loop_waiting(helper_late, monkeypatch):
     """The helper fails from row 8 on.  The calling thread's second block (rows 4-7) waits
     for that failure, so that -- when the helper starts late and the calling thread has taken
     that block -- its announcement comes after the helper's release, and must not undo it."""
-    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
-    monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
-    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
-    params = rb.init_params("lstm", 3, 5, seed=0)
-    x = np.random.default_rng(0).standard_normal((40, 1, 3))
-    rb.forward("lstm", params, x, backend="numba")                 # compiled before the trap is set
+    params, x = _streamed_lstm(monkeypatch)
     _slow(monkeypatch, helper_pause=0.001, helper_fails_from=8, helper_late=helper_late, caller_waits_from=4)
     error = _raised_in_time(lambda: rb.forward("lstm", params, x, backend="numba"),
                             "the loop kept waiting for inputs that never came")
@@ -287,12 +294,7 @@ def test_a_failing_input_block_does_not_leave_the_loop_waiting(helper_late, monk
 def test_a_failing_first_block_does_not_leave_the_helper_waiting(monkeypatch):
     """The calling thread computes the first block itself; when that fails, the helper (which
     announces its blocks only after the one before) must not wait for it."""
-    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
-    monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
-    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
-    params = rb.init_params("lstm", 3, 5, seed=0)
-    x = np.random.default_rng(0).standard_normal((40, 1, 3))
-    rb.forward("lstm", params, x, backend="numba")                 # compiled before the trap is set
+    params, x = _streamed_lstm(monkeypatch)
     _slow(monkeypatch, caller_fails_from=0)
     error = _raised_in_time(lambda: rb.forward("lstm", params, x, backend="numba"),
                             "the helper kept waiting for the first block")
