@@ -469,13 +469,14 @@ def measure(workers: dict, mode: str, reps: int, reps_for: dict | None = None):
 
     The order inside a round rotates (round r starts with contender r mod n), so no
     contender always follows the same one.  Returns ``{name: (median seconds, count, median
-    minor page faults per call)}``.
+    minor page faults per call, {round: seconds})}``; the last lets two contenders be
+    compared round by round (:func:`paired_ratios`).
     """
     reps_for = reps_for or {}
     names = list(workers)
     for k in names:
         workers[k].call(cmd="run", mode=mode)
-    times = {k: [] for k in names}
+    times = {k: {} for k in names}
     faults = {k: [] for k in names}
     for r in range(reps):
         for i in range(len(names)):
@@ -483,9 +484,27 @@ def measure(workers: dict, mode: str, reps: int, reps_for: dict | None = None):
             if r >= reps_for.get(k, reps):
                 continue
             ans = workers[k].call(cmd="run", mode=mode)
-            times[k].append(ans["t"])
+            times[k][r] = ans["t"]
             faults[k].append(ans["faults"])
-    return {k: (float(np.median(v)), len(v), float(np.median(faults[k]))) for k, v in times.items()}
+    return {k: (float(np.median(list(v.values()))), len(v), float(np.median(faults[k])), v)
+            for k, v in times.items()}
+
+
+def paired_ratios(slow: dict, fast: dict) -> list[float]:
+    """``slow[r] / fast[r]`` for every round ``r`` that timed both (``{round: seconds}`` from
+    :func:`measure`).  The two calls of a round ran one right after the other, so a load
+    spike on a shared machine tends to hit both; the spread of these ratios says how firmly
+    a ratio of medians stands (on the development VM a contender's own median moves by up
+    to ±20% from run to run)."""
+    return [slow[r] / fast[r] for r in sorted(slow) if r in fast]
+
+
+def spread(ratios: list[float]) -> str:
+    """``q25–q75`` of per-round ratios (``-`` for fewer than 5 rounds, where quartiles say little)."""
+    if len(ratios) < 5:
+        return "-"
+    q25, q75 = np.percentile(ratios, [25, 75])
+    return f"{q25:.2f}–{q75:.2f}"
 
 
 # ----------------------------------------------------------------------------------- compile time
@@ -626,9 +645,14 @@ def timings(args, reps, names, ceil, emit):
          "this machine (marked `MISSED (bound …)`).  PT bound: the same for PyTorch's time — where it is below "
          "a PyTorch target, that target would need more than the SGEMM ceiling")
     emit()
+    emit("- Numba/PyTorch is the ratio of the medians; *per round* gives the quartiles (q25–q75) of "
+         "the ratio taken round by round (the two calls of a round run one right after the other), and the "
+         "target column says in how many rounds that ratio met the target: a ratio whose quartiles straddle "
+         "the target is within this machine's noise")
+    emit()
     emit("| regime | configuration | mode | NumPy µs/step | Numba µs/step | PyTorch µs/step | "
-         "Numba GFLOP/s | Numba/NumPy | NP bound | Numba/PyTorch | PT bound | target | n (np/nb/pt) |")
-    emit("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+         "Numba GFLOP/s | Numba/NumPy | NP bound | Numba/PyTorch | per round | PT bound | target | n (np/nb/pt) |")
+    emit("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     rows = []
     sgemms = [ceil["sgemm"]] if ceil else []
     for regime, name, arch, T, B, D, H, layers in configurations(args.quick):
@@ -683,6 +707,7 @@ def time_configuration(workers, reps, config, sgemm, emit):
         gf = mult * flops_fwd / (us["numba"] * 1e-6) / 1e9 if "numba" in us else nan
         r_np = us["numpy"] / us["numba"] if "numba" in us and "numpy" in us else nan
         r_pt = us["torch"] / us["numba"] if "torch" in us and "numba" in us else nan
+        rounds_pt = paired_ratios(med["torch"][3], med["numba"][3]) if "torch" in med and "numba" in med else []
         gemm = gemm_flops_per_step(arch, B, D, H, layers, mode)
         bound = speedup_bound(us["numpy"] * 1e-6, gemm, sgemm) if sgemm and "numpy" in us else nan
         pt_bound = speedup_bound(us["torch"] * 1e-6, gemm, sgemm) if sgemm and "torch" in us else nan
@@ -693,12 +718,14 @@ def time_configuration(workers, reps, config, sgemm, emit):
         if tgt is not None:
             pt_verdict = "met" if r_pt >= tgt else (
                 f"MISSED (bound {pt_bound:.1f}×)" if pt_bound < tgt else "MISSED")
+            if rounds_pt:
+                pt_verdict += f", {sum(r >= tgt for r in rounds_pt)}/{len(rounds_pt)} rounds"
             verdict = f"≥{tgt:g}× PT: {pt_verdict}; " + verdict
         cell = {k: (f"{us[k]:.1f}" if k in us else "-") for k in CONTENDERS}
         emit(f"| {regime} | {name} | {mode} | {cell['numpy']} | {cell['numba']} | {cell['torch']} | {gf:.1f} | "
-             f"{r_np:.1f}× | {bound:.1f}× | {r_pt:.2f}× | {pt_bound:.1f}× | {verdict} | {n} |")
+             f"{r_np:.1f}× | {bound:.1f}× | {r_pt:.2f}× | {spread(rounds_pt)} | {pt_bound:.1f}× | {verdict} | {n} |")
         rows.append(dict(regime=regime, name=name, mode=mode, us=us, gflops=gf, vs_numpy=r_np,
-                         vs_torch=r_pt, target=tgt, gemm_flops_per_step=gemm, numpy_bound=bound, torch_bound=pt_bound,
+                         vs_torch=r_pt, vs_torch_per_round=rounds_pt, target=tgt, gemm_flops_per_step=gemm, numpy_bound=bound, torch_bound=pt_bound,
                          sgemm_for_bound=sgemm, n={k: v[1] for k, v in med.items()},
                          page_faults_per_call={k: v[2] for k, v in med.items()}))
     return rows
