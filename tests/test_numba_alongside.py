@@ -24,11 +24,12 @@ import rnnbook as rb  # noqa: E402
 from test_numba_parity import CELLS, STRATEGIES, compare, poison_empty, rel_error  # noqa: E402
 
 
-@given(T=st.integers(1, 3000), B=st.integers(1, 300), rows=st.integers(1, 512))
-def test_step_blocks_cover_every_step_once_from_the_top(T, B, rows):
+@given(T=st.integers(1, 3000), B=st.integers(1, 300), rows=st.integers(1, 512), ramp=st.booleans())
+def test_step_blocks_cover_every_step_once_from_the_top(T, B, rows, ramp):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bptt, "STREAM_BLOCK_ROWS", rows)
-        blocks = bptt.step_blocks(T, B)
+        blocks = bptt.step_blocks(T, B, ramp=ramp)
+        upward = bptt.step_blocks(T, B, upward=True, ramp=ramp)
     size = max(1, rows // B)
     assert blocks[0][1] == T and blocks[-1][0] == 0
     assert all(b[1] == a[0] for a, b in zip(blocks, blocks[1:]))       # downwards, no gap, no overlap
@@ -36,6 +37,18 @@ def test_step_blocks_cover_every_step_once_from_the_top(T, B, rows):
     assert all(t1 - t0 >= min(max(size // 4, 1), t1) for t0, t1 in blocks)  # none tiny but what is left
     if T > 2 * size:
         assert blocks[-1][1] - blocks[-1][0] <= max(size // 4, 1)    # the block left after the loop is short
+        first = blocks[0][1] - blocks[0][0]
+        assert first == (max(1, size // 4) if ramp else size)         # the helper starts after a short block
+    assert upward == [(T - t1, T - t0) for t0, t1 in blocks]         # the same blocks, from step 0 up
+
+
+@pytest.mark.parametrize("extra, ramps", [(0, True), (1, True), (-1, False)])
+def test_first_blocks_are_short_once_the_loop_reads_a_large_weight(extra, ramps):
+    """``K · N`` multiply-adds per row and step: from ``RAMP_MIN_MACS / STREAM_BLOCK_ROWS`` on
+    (``W_hh`` of 2^15 entries with the defaults) the first blocks of steps are short."""
+    T, B = 1000, 3
+    KN = bptt.RAMP_MIN_MACS // bptt.STREAM_BLOCK_ROWS + extra
+    assert bptt._ramps(bptt.Tiling(bptt.gemm.BLAS, 1, 1, T * B * KN), T, B) == ramps
 
 
 class Spy:
@@ -56,15 +69,17 @@ class Spy:
 @given(cell=st.sampled_from(CELLS), T=st.integers(1, 12), B=st.integers(1, 3), D=st.integers(1, 6),
        H=st.integers(1, 9), dtype=st.sampled_from([np.float64, np.float32]),
        strategy=st.sampled_from(STRATEGIES), window=st.one_of(st.none(), st.integers(1, 4)),
-       rows=st.integers(1, 6), use_state=st.booleans(), seed=st.integers(0, 2**16))
+       rows=st.integers(1, 6), ramp=st.booleans(), use_state=st.booleans(), seed=st.integers(0, 2**16))
 def test_gradients_alongside_the_loop_match_the_reference(cell, T, B, D, H, dtype, strategy, window, rows,
-                                                           use_state, seed):
-    """Forced at every size (blocks of 1-6 rows): the reference's gradients, float64 to 1e-10 and
-    float32 to 1e-5; taken for full BPTT only (BPTT(k) runs several chains over each step)."""
+                                                           ramp, use_state, seed):
+    """Forced at every size (blocks of 1-6 rows, short first blocks or not): the reference's
+    gradients, float64 to 1e-10 and float32 to 1e-5; taken for full BPTT only (BPTT(k) runs
+    several chains over each step)."""
     arch, opts = cell
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bptt, "STREAM_MIN_MACS", 0)
         mp.setattr(bptt, "STREAM_BLOCK_ROWS", rows)
+        mp.setattr(bptt, "RAMP_MIN_MACS", 0 if ramp else 1 << 62)
         mp.setattr(bptt.numba, "get_num_threads", lambda: 2)
         spy, ahead = Spy(mp), Spy(mp, "_inputs_alongside")
         compare(arch, opts, T, B, D, H, dtype, strategy, window, seed, use_state, split=("rows", 1))

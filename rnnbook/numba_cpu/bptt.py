@@ -299,17 +299,45 @@ def _streams(tiling: Tiling, jobs) -> bool:
             and tiling.macs >= STREAM_MIN_MACS and any(job.steps is not None for job in jobs))
 
 
-def step_blocks(T: int, B: int) -> list[tuple[int, int]]:
-    """Blocks ``(t0, t1)`` of steps, from the last step down (the order a backward pass finishes
-    them), each of about :data:`STREAM_BLOCK_ROWS` rows (``steps · B``), the last ones halving
-    down to a quarter of that, so that what is left after the loop is short."""
+#: the loop's multiply-adds in a block of :data:`STREAM_BLOCK_ROWS` rows (``STREAM_BLOCK_ROWS · K · N``)
+#: from which the first blocks of steps are short (:func:`step_blocks`).  The thread alongside a
+#: backward loop waits for its first block, and a forward loop for its first inputs: the larger
+#: ``W_hh``, the longer a block of steps takes the loop.  Each block costs the thread alongside a
+#: few µs of Python, and a short block is a slower product.  Measured on the development VM, B=1
+#: T=1024, training step in µs/step, whole blocks vs short first ones (30-40 interleaved rounds,
+#: ``benchmarks/README.md``): LSTM H=96 (1.1·2^22) 4.28 vs 4.19, LSTM H=128 (2^23) 7.05 vs 6.87,
+#: GRU H=128 5.93 vs 5.79, RNN H=256 6.72 vs 6.59, LSTM H=256 38.4 vs 37.5; below, short first
+#: blocks gained nothing or lost: LSTM H=64 (2^21) 2.31 vs 2.33, GRU H=64 2.12 vs 2.16, LSTM B=2
+#: H=64 3.64 vs 3.74
+RAMP_MIN_MACS = 1 << 22
+
+
+def step_blocks(T: int, B: int, upward: bool = False, ramp: bool = False) -> list[tuple[int, int]]:
+    """Blocks ``(t0, t1)`` of steps for the thread alongside a loop, in the order the loop reaches
+    them: from the last step down (a backward pass), or from step 0 up with ``upward`` (a
+    forward pass).  Each has about :data:`STREAM_BLOCK_ROWS` rows (``steps · B``), except
+
+    * with ``ramp``, the first two: a quarter and a half of that.  The thread alongside a
+      backward loop waits for the first block before it can start, and a forward loop waits
+      for the first inputs (:data:`RAMP_MIN_MACS`);
+    * the last ones, halving down to a quarter: what is left after the loop is short.
+    """
     size = max(1, STREAM_BLOCK_ROWS // max(B, 1))
+    first = [max(1, size // 4), max(1, size // 2)] if ramp else []
     blocks, t1 = [], T
     while t1 > 0:                               # t1 steps are left, from step t1-1 down
-        step = size if t1 > 2 * size else max(size // 4, (t1 + 1) // 2, 1)
+        if t1 > 2 * size:
+            step = first.pop(0) if first else size
+        else:
+            step = max(size // 4, (t1 + 1) // 2, 1)
         blocks.append((max(0, t1 - step), t1))
         t1 = blocks[-1][0]
-    return blocks
+    return [(T - t1, T - t0) for t0, t1 in blocks] if upward else blocks
+
+
+def _ramps(tiling: Tiling, T: int, B: int) -> bool:
+    """Whether the loop of ``tiling`` (``T`` steps of ``B`` rows) gets shorter first blocks of steps."""
+    return STREAM_BLOCK_ROWS * (tiling.macs // max(T * B, 1)) >= RAMP_MIN_MACS
 
 
 def _run_here(job):
@@ -337,8 +365,7 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
     """The forward kernel on this thread while a helper computes its inputs ahead of it.
 
     ``before``'s per-step products (the input projection ``G = X W_ihᵀ + b``) are cut into
-    blocks of :data:`STREAM_BLOCK_ROWS` rows from step 0 up, which both threads take in
-    order.  Each block is announced once computed, in order (the count in the slot after
+    the blocks of :func:`step_blocks` from step 0 up, which both threads take in order.  Each block is announced once computed, in order (the count in the slot after
     the barrier's always means "every step below it"), and the loop waits at each step
     until ``G[t]`` is announced (``sync.wait_for_inputs``).  This thread takes blocks until
     the helper has started -- a sleeping helper takes tens of µs to wake on the development
@@ -348,8 +375,7 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
     flags = sync.new_flags(1)
     ready = flags.shape[0] - sync.PAD
     flags[ready] = 0
-    size = max(1, STREAM_BLOCK_ROWS // max(B, 1))
-    blocks = iter([(t0, min(t0 + size, T)) for t0 in range(0, T, size)])
+    blocks = iter(step_blocks(T, B, upward=True, ramp=_ramps(tiling, T, B)))
     per_step = [job for job in before if job.steps is not None]
     for job in before:
         if job.steps is None:
@@ -422,7 +448,7 @@ def _gradients_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step)
     loop is over.  Products with no form by steps run on this thread after the loop.
     """
     flags = sync.new_flags(1)
-    blocks = step_blocks(T, B)
+    blocks = step_blocks(T, B, ramp=_ramps(tiling, T, B))
     sums = [job for job in then if job.steps is not None and not job.per_step]
     per_step = [job for job in then if job.steps is not None and job.per_step]
     whole = [job for job in then if job.steps is None]
