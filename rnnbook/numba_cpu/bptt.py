@@ -303,12 +303,12 @@ def _streams(tiling: Tiling, jobs) -> bool:
 #: from which the first blocks of steps are short (:func:`step_blocks`).  The thread alongside a
 #: backward loop waits for its first block, and a forward loop for its first inputs: the larger
 #: ``W_hh``, the longer a block of steps takes the loop.  Each block costs the thread alongside a
-#: few µs of Python, and a short block is a slower product.  Measured on the development VM, B=1
-#: T=1024, training step in µs/step, whole blocks vs short first ones (30-40 interleaved rounds,
-#: ``benchmarks/README.md``): LSTM H=96 (1.1·2^22) 4.28 vs 4.19, LSTM H=128 (2^23) 7.05 vs 6.87,
-#: GRU H=128 5.93 vs 5.79, RNN H=256 6.72 vs 6.59, LSTM H=256 38.4 vs 37.5; below, short first
-#: blocks gained nothing or lost: LSTM H=64 (2^21) 2.31 vs 2.33, GRU H=64 2.12 vs 2.16, LSTM B=2
-#: H=64 3.64 vs 3.74
+#: few µs of Python, and a short block is a slower product.  Measured on the development VM
+#: (``benchmarks/first_blocks.py``, B=1 T=1024, training step in µs/step, whole first blocks vs
+#: short ones, 40 interleaved rounds): from 2^22 on, LSTM H=96 4.33 vs 4.27, H=128 7.21 vs
+#: 7.05, H=256 38.2 vs 37.3, GRU H=128 6.29 vs 6.13, RNN H=256 6.96 vs 6.82 (short faster in
+#: 80-98% of the rounds); below it, LSTM H=64 2.29 vs 2.30, RNN H=128 2.19 vs 2.22, and GRU
+#: H=96 (0.8·2^22) 4.00 vs 3.86 but faster in only 62% of the rounds
 RAMP_MIN_MACS = 1 << 22
 
 

@@ -1,0 +1,72 @@
+"""Short first blocks of steps alongside the loop, or whole ones: the training step both ways.
+
+    python benchmarks/first_blocks.py                          # B=1 T=1024: LSTM/GRU/RNN, H = 64 .. 256
+    python benchmarks/first_blocks.py --cells lstm --H 96 128 --rounds 40
+
+Where a single sequence leaves a thread idle, that thread computes the products alongside the
+loop block of steps by block of steps (``bptt._inputs_alongside``, ``bptt._gradients_alongside``).
+It waits for the loop's first block before it can start; with ``bptt.RAMP_MIN_MACS`` the first
+two blocks are a quarter and a half of the others (``bptt.step_blocks``) where ``W_hh`` is large
+enough for that wait to matter.  This script times the Numba training step (forward and
+backward, float32, two threads) with the short first blocks forced on (``RAMP_MIN_MACS = 0``)
+and forced off, in interleaved rounds (two calls of each per round, the second timed), and
+prints the medians, their ratio and in how many rounds the short blocks were faster.  The last
+column says which of the two the library chooses for that size.
+"""
+import argparse
+import os
+import sys
+import time
+
+from arguments import positive  # beside this script
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--cells", nargs="+", choices=["lstm", "gru", "rnn"], default=["lstm", "gru", "rnn"])
+ap.add_argument("--H", type=positive, nargs="+", default=[64, 96, 128, 256])
+ap.add_argument("--B", type=positive, default=1)
+ap.add_argument("--T", type=positive, default=1024)
+ap.add_argument("--rounds", type=positive, default=30)
+ap.add_argument("--threads", type=positive, default=2)
+args = ap.parse_args()
+for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[v] = str(args.threads)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+import rnnbook as rb  # noqa: E402
+from rnnbook.numba_cpu import bptt  # noqa: E402
+
+CHOSEN = bptt.RAMP_MIN_MACS
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def step(cell, params, x, dy):
+    t0 = time.perf_counter()
+    _, _, cache = rb.forward(cell, params, x, backend="numba")
+    rb.backward(cell, params, cache, dy)
+    return time.perf_counter() - t0
+
+
+print(f"B={args.B} T={args.T} float32, {args.threads} threads, {args.rounds} interleaved rounds; "
+      f"training step in µs/step; load {os.getloadavg()[0]:.1f}")
+print(f"{'cell':<5} {'H':>5} {'whole':>8} {'short':>8} {'ratio':>6} {'short faster':>13}  chosen")
+for cell in args.cells:
+    for H in args.H:
+        rng = np.random.default_rng(H)
+        params = rb.init_params(cell, H, H, dtype=np.float32, seed=H)
+        params = {k: (v + 0.1 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in params.items()}
+        x = rng.standard_normal((args.T, args.B, H)).astype(np.float32)
+        dy = rng.standard_normal((args.T, args.B, H)).astype(np.float32)
+        times = {"whole": [], "short": []}
+        for r in range(args.rounds):
+            for mode in (("whole", "short") if r % 2 else ("short", "whole")):
+                bptt.RAMP_MIN_MACS = 0 if mode == "short" else 1 << 62
+                step(cell, params, x, dy)
+                times[mode].append(step(cell, params, x, dy))
+        bptt.RAMP_MIN_MACS = CHOSEN
+        whole, short = (np.array(times[m]) / args.T * 1e6 for m in ("whole", "short"))
+        kn = GATES[cell] * H * H
+        chosen = "short" if bptt.STREAM_BLOCK_ROWS * kn >= CHOSEN else "whole"
+        print(f"{cell:<5} {H:>5} {np.median(whole):8.3f} {np.median(short):8.3f} "
+              f"{np.median(short) / np.median(whole):6.3f} {np.mean(short < whole):12.0%}   {chosen}")
