@@ -319,7 +319,7 @@ def step_blocks(T: int, B: int, upward: bool = False, ramp: bool = False) -> lis
 
     * with ``ramp``, the first two: a quarter and a half of that.  The thread alongside a
       backward loop waits for the first block before it can start, and a forward loop waits
-      for the first inputs (:data:`RAMP_MIN_MACS`);
+      for its first inputs (:func:`_ramps` decides, :data:`RAMP_MIN_MACS`);
     * the last ones, halving down to a quarter: what is left after the loop is short.
     """
     size = max(1, STREAM_BLOCK_ROWS // max(B, 1))
@@ -365,8 +365,9 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
     """The forward kernel on this thread while a helper computes its inputs ahead of it.
 
     ``before``'s per-step products (the input projection ``G = X W_ihᵀ + b``) are cut into
-    the blocks of :func:`step_blocks` from step 0 up, which both threads take in order.  Each block is announced once computed, in order (the count in the slot after
-    the barrier's always means "every step below it"), and the loop waits at each step
+    the blocks of :func:`step_blocks` from step 0 up, which both threads take in order.
+    Each block is announced once computed, in order (the count in the slot after the
+    barrier's always means "every step below it"), and the loop waits at each step
     until ``G[t]`` is announced (``sync.wait_for_inputs``).  This thread takes blocks until
     the helper has started -- a sleeping helper takes tens of µs to wake on the development
     VM, and the loop should not wait for that -- and then runs the loop; the helper takes
