@@ -516,7 +516,13 @@ def block_bounds(R: int, n: int) -> list[tuple[int, int]]:
 #: thread does it: a hand-off costs ~0.1 ms on the development VM, see
 #: :data:`MIN_MACS_FOR_THREADS`).  Measured, one thread vs two: input projection 1024×32×128
 #: (4.2 M) 111 vs 156 µs, 1024×64×256 (16.8 M) 233 vs 234 µs, 2048×64×256 (33.6 M) 443 vs
-#: 332 µs; the LSTM B=1 H=32 T=1024 training step 2.05 -> 1.76 µs/step when it went from 2²² to 2²⁴
+#: 332 µs; the LSTM B=1 H=32 T=1024 training step 2.05 -> 1.76 µs/step when it went from 2²² to 2²⁴.
+#: Checked again at 2²³ (2026-12-05, AMD VM, 40 interleaved rounds, µs/step): the gradient GEMMs
+#: on two threads made the backward pass 10-12% faster (LSTM B=1 H=32 0.665 -> 0.590, RNN B=1
+#: H=64 0.592 -> 0.532, LSTM B=4 H=32 T=256 2.45 -> 2.15) but the *next forward pass* 10-13%
+#: slower (0.423 -> 0.479; 0.434 -> 0.497 after a 2 ms pause, so not the helper's spinning --
+#: most likely its fresh arrays reuse memory that the other core has just written).  The
+#: training step gained 2.5-3% there and lost 1% at GRU B=1 H=32: the threshold stays.
 GEMM_MIN_MACS_FOR_THREADS = 1 << 24
 
 

@@ -36,6 +36,7 @@ by :func:`empty_aligned`.
 """
 import ctypes
 import ctypes.util
+import math
 import os
 import sys
 
@@ -80,7 +81,7 @@ ALIGNMENT = 64
 def empty_aligned(shape, dtype):
     """``np.empty(shape, dtype)``, C-contiguous, its first element on a multiple of ``ALIGNMENT``."""
     dtype = np.dtype(dtype)
-    n = int(np.prod(shape)) * dtype.itemsize
+    n = math.prod(shape) * dtype.itemsize           # (np.prod of a tuple takes ~3 µs, a third of the call)
     raw = np.empty(n + ALIGNMENT, np.uint8)
     start = -raw.ctypes.data % ALIGNMENT
     return raw[start:start + n].view(dtype).reshape(shape)
