@@ -795,7 +795,7 @@ display(backend_timings("lstm", D_t, H_t, T_t, B_t, repeats=repeats, **ODYSSEY["
 #   whole recurrence as one compiled loop. The gates are fused into one pass over
 #   the hidden units, vectorised in float32 (16 lanes with AVX-512).
 # - **So small batches gain most.** At $B = 1$ a compiled training step takes 1–8 µs,
-#   and the reference's step takes 20–50 times as long, almost all of it overhead
+#   and the reference's step takes 20–60 times as long, almost all of it overhead
 #   (measured on 2 cores, $H = 32$–$128$). At $B = 64$, $H = 1024$ the matrix
 #   products take about half of the reference's time, in the same BLAS GEMMs that
 #   the compiled backend calls, so no implementation can be more than about twice as
