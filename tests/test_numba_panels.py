@@ -142,6 +142,40 @@ def test_single_row_kernel_every_remainder_of_the_split(K, dtype):
     check_tile(panels.ROWS + 1, K, nr + 1, 0, panels.ROWS + 1, 0, nr + 1, 0, dtype, K + 100)
 
 
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 300), cols=st.integers(1, 300), dtype=st.sampled_from([np.float32, np.float64]),
+       layout=st.sampled_from(["transposed", "contiguous", "sliced", "reversed"]), forced=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_copy_matrix_is_an_exact_copy(rows, cols, dtype, layout, forced, seed):
+    """``gemm.copy_matrix``: bit for bit ``out[...] = M``, through ``somatcopy`` (float32
+    transposes, forced at every size) or NumPy (everything else)."""
+    base = np.random.default_rng(seed).standard_normal((rows, cols)).astype(dtype)
+    M = {"transposed": base.T, "contiguous": base, "sliced": base[:, ::2].T,
+         "reversed": base[::-1].T}[layout]
+    out = np.full(M.shape, np.nan, dtype)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gemm, "OMATCOPY_MIN_SIZE", 0 if forced else gemm.OMATCOPY_MIN_SIZE)
+        gemm.copy_matrix(M, out)
+    np.testing.assert_array_equal(out, M)
+
+
+def test_large_float32_transposes_go_through_somatcopy(monkeypatch):
+    """``W_hh.T`` of a float32 LSTM with H = 64 (64 × 256) is copied by OpenBLAS; float64 and
+    small ones by NumPy."""
+    if gemm._somatcopy is None:
+        pytest.skip("this OpenBLAS has no cblas_somatcopy")
+    calls = []
+    real = gemm._somatcopy
+    monkeypatch.setattr(gemm, "_somatcopy", lambda *a: calls.append(a[2:4]) or real(*a))
+    rng = np.random.default_rng(1)
+    for H, dtype, taken in ((64, np.float32, True), (64, np.float64, False), (32, np.float32, False)):
+        W = rng.standard_normal((4 * H, H)).astype(dtype)
+        P = gemm.operand(W.T, gemm.BLAS)
+        np.testing.assert_array_equal(P, W.T)
+        assert (calls[-1:] == [(4 * H, H)]) == taken
+        calls.clear()
+
+
 def test_operand_is_the_matrix_unless_panels():
     M = np.arange(12.0).reshape(3, 4).T                                 # not C-contiguous
     for product in (gemm.LOOPS, gemm.BLAS):
