@@ -399,11 +399,11 @@ def copy_matrix(M, out):
 
     Where ``M`` is a float32 transpose of a C-contiguous array (``W_hh.T``, the forward loops'
     operand) of at least :data:`OMATCOPY_MIN_SIZE` elements, the copy goes through OpenBLAS's
-    ``somatcopy`` with ``alpha = 1`` (exact).  NumPy's strided copy walks ``out`` row by row,
-    so it reads ``M`` a column of the original array at a time, one cache line per number.
-    Measured, one core, NumPy vs ``somatcopy``: 128 × 512 in 39 vs 16 µs, 256 × 1024 in 302 vs
-    65 µs, 512 × 2048 in 3.7 vs 0.34 ms.  (This OpenBLAS's ``domatcopy`` lost to NumPy at
-    128 × 512, 137 vs 57 µs: float64 keeps NumPy's copy.)
+    ``somatcopy`` with ``alpha = 1`` (exact).  NumPy's strided copy walks ``out`` row by row
+    and so reads the original array down its columns.  Measured, one core, NumPy vs
+    ``somatcopy``: 128 × 512 in 39 vs 16 µs, 256 × 1024 in 302 vs 65 µs, 512 × 2048 in 3.7 vs
+    0.34 ms.  (This OpenBLAS's ``domatcopy`` lost to NumPy at 128 × 512, 137 vs 57 µs: float64
+    keeps NumPy's copy.)
     """
     base = M.T
     if (_somatcopy is None or M.ndim != 2 or M.dtype != np.float32 or out.dtype != np.float32
@@ -412,7 +412,8 @@ def copy_matrix(M, out):
         out[...] = M
         return
     rows, cols = base.shape                     # base (rows, cols), row-major; out = baseᵀ (cols, rows)
-    _somatcopy(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, rows, cols, 1.0, base.ctypes.data, cols, out.ctypes.data, rows)
+    _somatcopy(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, rows, cols, 1.0, base.ctypes.data, cols,
+               out.ctypes.data, rows)
 
 
 # Row helpers written as loops: array expressions (``a[:] = b``, ``a += b``) would compile
