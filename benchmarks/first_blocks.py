@@ -11,7 +11,8 @@ enough for that wait to matter.  This script times the Numba training step (forw
 backward, float32, two threads) with the short first blocks forced on (``RAMP_MIN_MACS = 0``)
 and forced off, in interleaved rounds (two calls of each per round, the second timed), and
 prints the medians, their ratio and in how many rounds the short blocks were faster.  The last
-column says which of the two the library chooses for that size.
+column says which of the two the library chooses for that size ("(no helper)" where the products
+do not run alongside the loop at all, and neither setting matters).
 """
 import argparse
 import os
@@ -66,7 +67,9 @@ for cell in args.cells:
                 times[mode].append(step(cell, params, x, dy))
         bptt.RAMP_MIN_MACS = CHOSEN
         whole, short = (np.array(times[m]) / args.T * 1e6 for m in ("whole", "short"))
-        kn = GATES[cell] * H * H
-        chosen = "short" if bptt.STREAM_BLOCK_ROWS * kn >= CHOSEN else "whole"
+        tiling = bptt.plan_tiles(args.B, H, GATES[cell] * H, args.T, H)
+        alongside = (tiling.row_blocks * tiling.unit_blocks == 1 and args.threads >= 2
+                     and tiling.macs >= bptt.STREAM_MIN_MACS)
+        chosen = ("short" if bptt._ramps(tiling, args.T, args.B) else "whole") if alongside else "(no helper)"
         print(f"{cell:<5} {H:>5} {np.median(whole):8.3f} {np.median(short):8.3f} "
               f"{np.median(short) / np.median(whole):6.3f} {np.mean(short < whole):12.0%}   {chosen}")
