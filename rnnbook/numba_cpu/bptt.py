@@ -308,7 +308,9 @@ def _streams(tiling: Tiling, jobs) -> bool:
 #: short ones, 40 interleaved rounds): from 2^22 on, LSTM H=96 4.33 vs 4.27, H=128 7.21 vs
 #: 7.05, H=256 38.2 vs 37.3, GRU H=128 6.29 vs 6.13, RNN H=256 6.96 vs 6.82 (short faster in
 #: 80-98% of the rounds); below it, LSTM H=64 2.29 vs 2.30, RNN H=128 2.19 vs 2.22, and GRU
-#: H=96 (0.8·2^22) 4.00 vs 3.86 but faster in only 62% of the rounds
+#: H=96 (0.8·2^22) 4.00 vs 3.86 but faster in only 62% of the rounds.  A second run, with the
+#: machine slower throughout, kept the gain at H=256 (LSTM 39.4 vs 38.7) but not at H=96-128
+#: (LSTM H=128 8.26 vs 8.33): even there, not a loss
 RAMP_MIN_MACS = 1 << 22
 
 
