@@ -291,12 +291,18 @@ STREAM_MIN_MACS = 1 << 23
 STREAM_BLOCK_ROWS = 128
 
 
-def _streams(tiling: Tiling, jobs) -> bool:
-    """Whether :func:`run_tiles` runs ``jobs`` alongside the loop: the loop takes one thread and
-    leaves another idle, it is long enough (:data:`STREAM_MIN_MACS`), and some product can be
-    cut into blocks of steps (any other runs on the loop's thread, before or after the loop)."""
+def leaves_a_thread(tiling: Tiling) -> bool:
+    """Whether the loop of ``tiling`` takes one thread and leaves another idle, and is long
+    enough (:data:`STREAM_MIN_MACS`) for products to run alongside it."""
     return (tiling.row_blocks * tiling.unit_blocks == 1 and numba.get_num_threads() >= 2
-            and tiling.macs >= STREAM_MIN_MACS and any(job.steps is not None for job in jobs))
+            and tiling.macs >= STREAM_MIN_MACS)
+
+
+def _streams(tiling: Tiling, jobs) -> bool:
+    """Whether :func:`run_tiles` runs ``jobs`` alongside the loop: it leaves a thread
+    (:func:`leaves_a_thread`), and some product can be cut into blocks of steps (any other
+    runs on the loop's thread, before or after the loop)."""
+    return leaves_a_thread(tiling) and any(job.steps is not None for job in jobs)
 
 
 #: the loop's multiply-adds in a block of :data:`STREAM_BLOCK_ROWS` rows (``STREAM_BLOCK_ROWS · K · N``)
