@@ -59,6 +59,16 @@ def test_empty_aligned(shape, dtype):
         a[...] = 1                                           # the whole view is usable memory
 
 
+def test_empty_aligned_takes_shapes_as_np_empty_does():
+    """An int for a 1-D shape, and NumPy integers (whose product could wrap around in their
+    own width) among the sizes."""
+    from rnnbook.numba_cpu import memory
+    assert memory.empty_aligned(5, np.float32).shape == (5,)
+    assert memory.empty_aligned(np.int64(3), np.float64).shape == (3,)
+    a = memory.empty_aligned((np.int32(3), np.int8(100)), np.float32)
+    assert a.shape == (3, 100) and a.ctypes.data % memory.ALIGNMENT == 0
+
+
 def test_weight_operands_are_aligned():
     """Every form of a weight the kernels read starts on a 64-byte boundary (see memory.py)."""
     from rnnbook.numba_cpu import gemm

@@ -142,21 +142,56 @@ def test_single_row_kernel_every_remainder_of_the_split(K, dtype):
     check_tile(panels.ROWS + 1, K, nr + 1, 0, panels.ROWS + 1, 0, nr + 1, 0, dtype, K + 100)
 
 
+def _bits(a):
+    """``a``'s elements as unsigned integers: equal only when bit for bit equal (-0.0 is not 0.0)."""
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
 @settings(max_examples=60, deadline=None)
-@given(rows=st.integers(1, 300), cols=st.integers(1, 300), dtype=st.sampled_from([np.float32, np.float64]),
+@given(rows=st.integers(0, 300), cols=st.integers(0, 300), dtype=st.sampled_from([np.float32, np.float64]),
        layout=st.sampled_from(["transposed", "contiguous", "sliced", "reversed"]), forced=st.booleans(),
-       seed=st.integers(0, 2**16))
-def test_copy_matrix_is_an_exact_copy(rows, cols, dtype, layout, forced, seed):
-    """``gemm.copy_matrix``: bit for bit ``out[...] = M``, through ``somatcopy`` (float32
-    transposes, forced at every size) or NumPy (everything else)."""
-    base = np.random.default_rng(seed).standard_normal((rows, cols)).astype(dtype)
+       symbol=st.booleans(), seed=st.integers(0, 2**16))
+def test_copy_matrix_is_an_exact_copy(rows, cols, dtype, layout, forced, symbol, seed):
+    """``gemm.copy_matrix``: bit for bit ``out[...] = M`` (signed zeros, infinities and quiet
+    NaNs among the values), through ``somatcopy`` (float32 transposes, forced at every size)
+    or NumPy (everything else, and everything where OpenBLAS lacks the symbol); empty
+    matrices never reach OpenBLAS, which prints an error for them."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((rows, cols)).astype(dtype)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype)
+    base.flat[rng.integers(0, max(base.size, 1), min(base.size, 5))] = specials[:min(base.size, 5)]
     M = {"transposed": base.T, "contiguous": base, "sliced": base[:, ::2].T,
          "reversed": base[::-1].T}[layout]
     out = np.full(M.shape, np.nan, dtype)
+    calls = []
+    real = gemm._somatcopy
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(gemm, "OMATCOPY_MIN_SIZE", 0 if forced else gemm.OMATCOPY_MIN_SIZE)
+        mp.setattr(gemm, "_somatcopy", None if real is None or not symbol else
+                   lambda *a: calls.append(a[2:4]) or real(*a))
         gemm.copy_matrix(M, out)
-    np.testing.assert_array_equal(out, M)
+    np.testing.assert_array_equal(_bits(out), _bits(np.ascontiguousarray(M)))
+    through_blas = (real is not None and symbol and dtype == np.float32 and M.T.flags.c_contiguous
+                    and 0 < M.size and (forced or M.size >= gemm.OMATCOPY_MIN_SIZE))
+    assert calls == ([M.T.shape] if through_blas else [])
+
+
+@pytest.mark.parametrize("forced", [False, True])
+def test_copy_matrix_keeps_numpys_checks(forced, monkeypatch):
+    """A read-only ``out`` raises as NumPy's assignment does (``somatcopy`` would write into
+    it, or crash), and an ``out`` that overlaps ``M`` (a square matrix transposed into
+    itself) gets the right result, which a copy that writes while it reads would not."""
+    monkeypatch.setattr(gemm, "OMATCOPY_MIN_SIZE", 0 if forced else gemm.OMATCOPY_MIN_SIZE)
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((128, 128)).astype(np.float32)
+    frozen = np.zeros_like(A)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        gemm.copy_matrix(A.T, frozen)
+    assert not frozen.any()
+    expected = A.T.copy()
+    gemm.copy_matrix(A.T, A)
+    np.testing.assert_array_equal(A, expected)
 
 
 def test_large_float32_transposes_go_through_somatcopy(monkeypatch):

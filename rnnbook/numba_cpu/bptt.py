@@ -312,11 +312,12 @@ def _streams(tiling: Tiling, jobs) -> bool:
 #: few µs of Python, and a short block is a slower product.  Measured on the development VM
 #: (``benchmarks/first_blocks.py``, B=1 T=1024, training step in µs/step, whole first blocks vs
 #: short ones, 40 interleaved rounds): from 2^22 on, LSTM H=96 4.33 vs 4.27, H=128 7.21 vs
-#: 7.05, H=256 38.2 vs 37.3, GRU H=128 6.29 vs 6.13, RNN H=256 6.96 vs 6.82 (short faster in
-#: 80-98% of the rounds); below it, LSTM H=64 2.29 vs 2.30, RNN H=128 2.19 vs 2.22, and GRU
-#: H=96 (0.8·2^22) 4.00 vs 3.86 but faster in only 62% of the rounds.  A second run, with the
-#: machine slower throughout, kept the gain at H=256 (LSTM 39.4 vs 38.7) but not at H=96-128
-#: (LSTM H=128 8.26 vs 8.33): even there, not a loss
+#: 7.05, H=256 38.2 vs 37.3, GRU H=128 6.29 vs 6.13, H=256 22.6 vs 21.9, RNN H=256 6.96 vs
+#: 6.82 (short faster in 70-98% of the rounds); below it, LSTM H=64 2.29 vs 2.30, RNN H=128
+#: 2.19 vs 2.22, and GRU H=96 (0.8·2^22) 4.00 vs 3.86 but faster in only 62% of the rounds.
+#: A second run, with the machine slower throughout, kept the gain at H=256 (LSTM 39.4 vs
+#: 38.7) but not at H=96-128 (LSTM H=96 5.22 vs 5.25, H=128 8.26 vs 8.33, short faster in 45%
+#: and 62% of the rounds): within the noise there
 RAMP_MIN_MACS = 1 << 22
 
 
@@ -328,7 +329,12 @@ def step_blocks(T: int, B: int, upward: bool = False, ramp: bool = False) -> lis
     * with ``ramp``, the first two: a quarter and a half of that.  The thread alongside a
       backward loop waits for the first block before it can start, and a forward loop waits
       for its first inputs (:func:`_ramps` decides, :data:`RAMP_MIN_MACS`);
-    * the last ones, halving down to a quarter: what is left after the loop is short.
+    * the last ones, from ``2 · size`` steps left: each half of what is left, but at least a
+      quarter of ``size``, and the very last takes what remains (so it may be shorter still):
+      what is left after the loop is short.
+
+    The short first blocks come only where there is room for them (more than ``2 · size``
+    steps); e.g. at B=1, T=1024 with ``ramp``: 32, 64, then 128 each, ..., 80, 40, 32, 8.
     """
     size = max(1, STREAM_BLOCK_ROWS // max(B, 1))
     first = [max(1, size // 4), max(1, size // 2)] if ramp else []
