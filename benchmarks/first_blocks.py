@@ -16,10 +16,9 @@ do not run alongside the loop at all, and neither setting matters).
 """
 import argparse
 import os
-import sys
 import time
 
-from arguments import positive  # beside this script
+from arguments import positive, use_threads  # beside this script
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--cells", nargs="+", choices=["lstm", "gru", "rnn"], default=["lstm", "gru", "rnn"])
@@ -29,9 +28,7 @@ ap.add_argument("--T", type=positive, default=1024)
 ap.add_argument("--rounds", type=positive, default=30)
 ap.add_argument("--threads", type=positive, default=2)
 args = ap.parse_args()
-for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[v] = str(args.threads)
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+use_threads(args.threads)
 
 import numpy as np  # noqa: E402
 

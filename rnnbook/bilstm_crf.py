@@ -97,6 +97,7 @@ class BiLSTMCRF:
         return np.asarray(mask).astype(bool), lengths
 
     # ------------------------------------------------------------------ forward / backward
+    @dispatch.with_host_blas
     def emissions(self, params, tokens, mask=None):
         """Emission scores ``(T, B, K)`` for ``tokens (T, B)``, and the cache for the backward pass."""
         mask, lengths = self._mask(tokens, mask)
@@ -112,6 +113,7 @@ class BiLSTMCRF:
                  "mask": mask, "lengths": lengths}
         return scores, cache
 
+    @dispatch.with_host_blas
     def _emissions_backward(self, params, cache, d_scores):
         H = self.hidden_size
         g_emit = linear.backward(self._part(params, "emit"), cache["emit"], d_scores)
@@ -128,6 +130,7 @@ class BiLSTMCRF:
         grads["emit.W"], grads["emit.b"] = g_emit["W"], g_emit["b"]
         return grads
 
+    @dispatch.with_host_blas
     def loss_and_grads(self, params, tokens, tags, mask=None):
         """Mean CRF negative log-likelihood over the sentences, and its gradient for every parameter."""
         scores, cache = self.emissions(params, tokens, mask)

@@ -20,10 +20,20 @@ Choosing a backend, strongest first::
 Composite architectures (``stacked``, ``bidirectional``) are written once on top
 of this interface; they are registered for the backend ``"*"`` and run on
 whichever backend the call chose, as long as that backend has their inner cell.
+
+A model mixes a backend's calls with array code of its own (an embedding, a
+read-out, a loss).  ``host_blas(backend)`` is the setting that code should run
+under between the backend's calls: a backend that runs its own threads registers
+one (``register_host_blas``); for the others it does nothing::
+
+    with rb.host_blas("numba"):                      # NumPy's BLAS on the calling thread
+        h, state, cache = rb.forward("lstm", params, x, backend="numba")
+        logits = h @ W_out.T
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import threading
@@ -43,6 +53,7 @@ ANY = "*"
 _registry: dict[tuple[str, str], dict[str, Callable]] = {}
 _unavailable: dict[str, str] = {}      # backend -> why it cannot run here
 _loaded: set[str] = set()
+_host_blas: dict[str, Callable] = {}   # backend -> context manager factory for the code around its calls
 _context = threading.local()
 
 
@@ -76,6 +87,44 @@ def register_module(architecture: str, backend: str, module, operations=OPERATIO
 def mark_unavailable(backend: str, reason: str) -> None:
     """Record that ``backend`` cannot run here and why (called by a backend package on import)."""
     _unavailable[backend] = reason
+
+
+def register_host_blas(backend: str, context: Callable) -> None:
+    """Register ``context()``, a context manager, as ``backend``'s setting for the array code
+    that runs between its calls (see :func:`host_blas`)."""
+    _check_backend_name(backend)
+    _host_blas[backend] = context
+
+
+def host_blas(backend: str | None = None):
+    """A context manager for array code that runs between calls of ``backend`` (default: the
+    current one), as a model's embedding, read-out and loss do.
+
+    The Numba backend runs every product on threads of its own, one per core, and keeps
+    NumPy's OpenBLAS on the calling thread inside its calls.  Between them NumPy would
+    thread its products again, and OpenBLAS's idle workers then spin for about 0.1 s
+    after each threaded call, on the cores the backend's threads need next: the demo's
+    character model (LSTM H=128, B=32, T=64) took 18-21 ms per training step on two cores
+    instead of 10 (``benchmarks/host_blas.py``).  So for ``"numba"`` this is
+    ``numba_cpu.gemm.single_threaded_blas()``: inside it NumPy's OpenBLAS runs every call
+    on the calling thread (process-wide, and restored at the end).  For the NumPy and CuPy
+    backends it does nothing.  ``SequenceModel`` and ``BiLSTMCRF`` use it around their
+    ``forward`` and ``backward`` (:func:`with_host_blas`).
+    """
+    backend = current_backend(backend)
+    _load(backend)
+    context = _host_blas.get(backend)
+    return context() if context is not None else contextlib.nullcontext()
+
+
+def with_host_blas(method: Callable) -> Callable:
+    """Decorator for a model's methods that mix its backend's calls with array code: runs
+    ``method(self, ...)`` under ``host_blas(self.backend)``."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with host_blas(self.backend):
+            return method(self, *args, **kwargs)
+    return run
 
 
 def _load(backend: str) -> None:

@@ -8,7 +8,9 @@ Parameters live in one flat dict with prefixes (``"embed.E"``, ``"core.<name>"``
 ``"readout.W"``, ``"readout.b"``) so optimisers, clipping and gradient checks
 treat the model like any other parameter dict.  The core runs on the model's
 backend through ``rnnbook.dispatch``; the embedding and read-out are written with
-array operations that NumPy and CuPy share.
+array operations that NumPy and CuPy share, and run under the setting the backend
+asks for between its calls (``dispatch.host_blas``: with the Numba backend, NumPy's
+BLAS on the calling thread).
 """
 from __future__ import annotations
 
@@ -72,6 +74,7 @@ class SequenceModel:
         return {k[n:]: v for k, v in params.items() if k.startswith(prefix + ".")}
 
     # ------------------------------------------------------------------ forward / backward
+    @dispatch.with_host_blas
     def forward(self, params, inputs, state0=None):
         """``inputs (T, B)`` tokens or ``(T, B, D)`` floats -> ``(outputs (T, B, O), state, cache)``."""
         xp = array_module(params["readout.W"])
@@ -85,6 +88,7 @@ class SequenceModel:
         out, cache["readout"] = linear.forward(self._part(params, "readout"), h)
         return out, state, cache
 
+    @dispatch.with_host_blas
     def backward(self, params, cache, dout, dstate=None) -> dict:
         """Gradients for every parameter (and ``"inputs"`` for float inputs)."""
         g_out = linear.backward(self._part(params, "readout"), cache["readout"], dout)

@@ -60,3 +60,50 @@ def test_register_rejects_nonsense():
         dispatch.register("x", "fly", "numpy", print)
     with pytest.raises(ValueError, match="backend"):
         dispatch.register("x", "forward", "tpu", print)
+
+
+class _Recorded:
+    """A stand-in setting: notes when it is entered and left."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def __enter__(self):
+        self.events.append("enter")
+
+    def __exit__(self, *exc):
+        self.events.append("exit")
+
+
+def test_host_blas_is_a_plain_context_where_no_backend_registered_one(monkeypatch):
+    """``host_blas`` for the NumPy backend (which registers nothing) changes nothing; a
+    registered setting is entered and left around the block, for the current backend by
+    default; unknown backend names are refused."""
+    with rb.host_blas("numpy") as inside:
+        assert inside is None
+    events = []
+    monkeypatch.setitem(dispatch._host_blas, "numpy", lambda: _Recorded(events))
+    with rb.use_backend("numpy"):
+        with rb.host_blas():
+            events.append("body")
+    assert events == ["enter", "body", "exit"]
+    with pytest.raises(ValueError, match="unknown backend"):
+        rb.host_blas("fortran")
+    with pytest.raises(ValueError, match="unknown backend"):
+        dispatch.register_host_blas("fortran", lambda: _Recorded(events))
+
+
+def test_with_host_blas_wraps_a_method_of_an_object_with_a_backend(monkeypatch):
+    seen = []
+    monkeypatch.setitem(dispatch._host_blas, "numpy", lambda: _Recorded(seen))
+
+    class Model:
+        backend = "numpy"
+
+        @dispatch.with_host_blas
+        def step(self, a, b=1):
+            """Doc."""
+            seen.append((a, b))
+            return a + b
+    assert Model().step(2, b=3) == 5 and Model.step.__doc__ == "Doc."
+    assert seen == ["enter", (2, 3), "exit"]

@@ -180,6 +180,52 @@ def two_blas_threads():
     put(old)
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_models_run_their_array_code_with_blas_as_the_backend_asks(two_blas_threads, backend, monkeypatch):
+    """``SequenceModel`` and ``BiLSTMCRF`` run their read-out (NumPy code) under
+    ``dispatch.host_blas``: with the Numba backend OpenBLAS is single-threaded in their
+    forward and backward (its idle workers would otherwise spin on the cores the backend
+    needs next), and as it was after them; with NumPy's backend it is never touched.  The
+    results do not depend on the setting: the same as the NumPy backend's."""
+    from rnnbook import bilstm_crf, dispatch
+    from rnnbook.layers import linear
+    from rnnbook.losses import softmax_cross_entropy
+    from rnnbook.model import SequenceModel
+    get, _ = two_blas_threads
+    seen = []
+    for name in ("forward", "backward"):
+        real = getattr(linear, name)
+        monkeypatch.setattr(linear, name, lambda *a, _real=real: seen.append(get()) or _real(*a))
+    want = 1 if backend == "numba" else 2
+    rng = np.random.default_rng(4)
+    tokens, targets = rng.integers(0, 7, (5, 3)), rng.integers(0, 7, (5, 3))
+    params = {k: v + 0.1 * rng.standard_normal(v.shape)         # biases too, not left at their init
+              for k, v in SequenceModel("gru", hidden_size=6, vocab_size=7, embed_dim=4).init_params(seed=1).items()}
+    results = {}
+    for b in dict.fromkeys([backend, "numpy"]):
+        model = SequenceModel("gru", hidden_size=6, vocab_size=7, embed_dim=4, backend=b)
+        seen.clear()
+        logits, _, cache = model.forward(params, tokens)
+        grads = model.backward(params, cache, softmax_cross_entropy(logits, targets)[1])
+        assert seen == [want if b == backend else 2] * 2 and get() == 2
+        crf_model = bilstm_crf.BiLSTMCRF(vocab_size=7, num_tags=3, embed_dim=4, hidden_size=5, backend=b)
+        crf_params = crf_model.init_params(seed=2)
+        seen.clear()
+        loss, crf_grads = crf_model.loss_and_grads(crf_params, tokens, targets % 3)
+        assert seen == [want if b == backend else 2] * 2 and get() == 2
+        results[b] = (logits, grads, loss, crf_grads)
+    for got, ref in zip(results[backend], results["numpy"]):
+        for k in (ref if isinstance(ref, dict) else [None]):
+            g, r = (got[k], ref[k]) if k is not None else (got, ref)
+            np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-12)
+    with dispatch.host_blas("numba"):                # the backend's own calls nest inside it
+        assert get() == 1
+        SequenceModel("lstm", hidden_size=3, vocab_size=4, backend="numba").forward(
+            SequenceModel("lstm", hidden_size=3, vocab_size=4).init_params(seed=3), tokens % 4)
+        assert get() == 1
+    assert get() == 2
+
+
 def test_single_threaded_blas_nests_across_threads(two_blas_threads):
     """Blocks that overlap in several Python threads restore OpenBLAS's setting only when the
     last one leaves (A enters, B enters, A leaves, B leaves)."""

@@ -31,6 +31,18 @@ def test_tour_runs():
     exec(compile(tour, "README tour", "exec"), {})
 
 
+def test_numba_page_example_runs():
+    """docs/numba.md's example (a loop of your own under ``rb.host_blas``) runs as written."""
+    if "numba" not in rb.available_backends():
+        pytest.skip("the Numba backend cannot run here")
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "numba.md").read_text(), re.S)
+    assert blocks
+    for k, block in enumerate(blocks):
+        scope = {}
+        exec(compile(block, f"docs/numba.md example {k}", "exec"), scope)
+    assert scope["logits"].shape == (50, 4, 65)
+
+
 def test_coverage_table_is_current():
     if "cupy" in rb.available_backends():
         pytest.skip("the README's table is the one printed on a machine without a GPU")

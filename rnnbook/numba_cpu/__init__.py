@@ -14,7 +14,8 @@ of all its sources and clears its own cache files when that hash changes.
 
 Importing it also keeps large freed blocks in the C heap for the next call
 (``memory.keep_large_blocks``): without that, every call would fault in its big
-arrays page by page.
+arrays page by page; and it registers ``gemm.single_threaded_blas`` as the
+setting for the array code around its calls (``dispatch.host_blas``).
 """
 import glob
 import hashlib
@@ -54,9 +55,10 @@ except ImportError as exc:  # pragma: no cover - numba is a project dependency
                  "(it is a dependency of rnnbook: `pip install -e .`)")
 else:
     _clear_stale_cache()
-    from . import gru, leaky, lstm, memory, rnn, scrn
+    from . import gemm, gru, leaky, lstm, memory, rnn, scrn
 
     memory.keep_large_blocks()
+    dispatch.register_host_blas("numba", gemm.single_threaded_blas)
 
     CELLS = {m.NAME: m for m in (rnn, lstm, gru, scrn, leaky)}
     for _name, _module in CELLS.items():
