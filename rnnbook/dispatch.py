@@ -108,8 +108,9 @@ def host_blas(backend: str | None = None):
     instead of 10 (``benchmarks/host_blas.py``).  So for ``"numba"`` this is
     ``numba_cpu.gemm.single_threaded_blas()``: inside it NumPy's OpenBLAS runs every call
     on the calling thread (process-wide, and restored at the end).  For the NumPy and CuPy
-    backends it does nothing.  ``SequenceModel`` and ``BiLSTMCRF`` use it around their
-    ``forward`` and ``backward`` (:func:`with_host_blas`).
+    backends it does nothing.  The models (``SequenceModel``, ``BiLSTMCRF``,
+    ``RegularizedLM``, the timing-task curricula) use it around their ``forward`` and
+    ``backward`` (:func:`with_host_blas`).
     """
     backend = current_backend(backend)
     _load(backend)

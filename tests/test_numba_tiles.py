@@ -180,49 +180,82 @@ def two_blas_threads():
     put(old)
 
 
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
-def test_models_run_their_array_code_with_blas_as_the_backend_asks(two_blas_threads, backend, monkeypatch):
-    """``SequenceModel`` and ``BiLSTMCRF`` run their read-out (NumPy code) under
-    ``dispatch.host_blas``: with the Numba backend OpenBLAS is single-threaded in their
-    forward and backward (its idle workers would otherwise spin on the cores the backend
-    needs next), and as it was after them; with NumPy's backend it is never touched.  The
-    results do not depend on the setting: the same as the NumPy backend's."""
-    from rnnbook import bilstm_crf, dispatch
-    from rnnbook.layers import linear
+def _model_runs():
+    """Each model that mixes a backend's calls with NumPy code, as ``run(backend, rng)`` ->
+    its outputs and gradients (a flat list of arrays), from parameters drawn by ``rng``."""
+    from rnnbook import bilstm_crf
+    from rnnbook.data import timing_tasks
     from rnnbook.losses import softmax_cross_entropy
     from rnnbook.model import SequenceModel
+    from rnnbook.regularize.lm import RegularizedLM
+
+    def shaken(params, rng):                  # every parameter off its init, biases included
+        return {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in params.items()}
+
+    def sequence_model(backend, rng):
+        model = SequenceModel("gru", hidden_size=6, vocab_size=7, embed_dim=4, backend=backend)
+        params = shaken(model.init_params(seed=1), rng)
+        tokens, targets = rng.integers(0, 7, (5, 3)), rng.integers(0, 7, (5, 3))
+        logits, _, cache = model.forward(params, tokens)
+        grads = model.backward(params, cache, softmax_cross_entropy(logits, targets)[1])
+        return [logits, *grads.values()]
+
+    def bilstm_crf_model(backend, rng):
+        model = bilstm_crf.BiLSTMCRF(vocab_size=7, num_tags=3, embed_dim=4, hidden_size=5, backend=backend)
+        params = shaken(model.init_params(seed=2), rng)
+        loss, grads = model.loss_and_grads(params, rng.integers(0, 7, (5, 3)), rng.integers(0, 3, (5, 3)))
+        return [np.array(loss), *grads.values()]
+
+    def regularized_lm(backend, rng):
+        model = RegularizedLM("lstm", hidden_size=5, vocab_size=6, embed_dim=3, num_layers=2, dropout_output=0.3,
+                              dropout_hidden=0.2, weight_drop=0.2, seed=5, backend=backend)
+        params = shaken(model.init_params(seed=3), rng)
+        tokens = rng.integers(0, 6, (4, 2))
+        logits, _, cache = model.forward(params, tokens)
+        grads = model.backward(params, cache, rng.standard_normal(logits.shape))
+        return [logits, *grads.values()]
+
+    def curriculum(backend, rng):
+        task = timing_tasks.SingleNCurriculum(cell="lstm", hidden_size=4, batch_size=3, backend=backend)
+        params = shaken(task.init_params(seed=4), rng)
+        bits, answers = task.batch(seed=int(rng.integers(2**31)))
+        loss, grads = task.loss_and_grads(params, bits, answers)
+        return [np.array(loss), *grads.values()]
+    return {"SequenceModel": sequence_model, "BiLSTMCRF": bilstm_crf_model, "RegularizedLM": regularized_lm,
+            "SingleNCurriculum": curriculum}
+
+
+@pytest.mark.parametrize("model", ["SequenceModel", "BiLSTMCRF", "RegularizedLM", "SingleNCurriculum"])
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_models_run_their_array_code_with_blas_as_the_backend_asks(two_blas_threads, backend, model, monkeypatch):
+    """The models run their read-out (NumPy code) under ``dispatch.host_blas``: with the
+    Numba backend OpenBLAS is single-threaded in their forward and backward (its idle
+    workers would otherwise spin on the cores the backend needs next), and as it was after
+    them; with NumPy's backend it is never touched.  The results do not depend on the
+    setting: the same as the NumPy backend's, from the same draws."""
+    from rnnbook.layers import linear
     get, _ = two_blas_threads
     seen = []
     for name in ("forward", "backward"):
         real = getattr(linear, name)
         monkeypatch.setattr(linear, name, lambda *a, _real=real: seen.append(get()) or _real(*a))
-    want = 1 if backend == "numba" else 2
-    rng = np.random.default_rng(4)
-    tokens, targets = rng.integers(0, 7, (5, 3)), rng.integers(0, 7, (5, 3))
-    params = {k: v + 0.1 * rng.standard_normal(v.shape)         # biases too, not left at their init
-              for k, v in SequenceModel("gru", hidden_size=6, vocab_size=7, embed_dim=4).init_params(seed=1).items()}
-    results = {}
-    for b in dict.fromkeys([backend, "numpy"]):
-        model = SequenceModel("gru", hidden_size=6, vocab_size=7, embed_dim=4, backend=b)
-        seen.clear()
-        logits, _, cache = model.forward(params, tokens)
-        grads = model.backward(params, cache, softmax_cross_entropy(logits, targets)[1])
-        assert seen == [want if b == backend else 2] * 2 and get() == 2
-        crf_model = bilstm_crf.BiLSTMCRF(vocab_size=7, num_tags=3, embed_dim=4, hidden_size=5, backend=b)
-        crf_params = crf_model.init_params(seed=2)
-        seen.clear()
-        loss, crf_grads = crf_model.loss_and_grads(crf_params, tokens, targets % 3)
-        assert seen == [want if b == backend else 2] * 2 and get() == 2
-        results[b] = (logits, grads, loss, crf_grads)
-    for got, ref in zip(results[backend], results["numpy"]):
-        for k in (ref if isinstance(ref, dict) else [None]):
-            g, r = (got[k], ref[k]) if k is not None else (got, ref)
-            np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-12)
-    with dispatch.host_blas("numba"):                # the backend's own calls nest inside it
+    run = _model_runs()[model]
+    got = run(backend, np.random.default_rng(7))
+    assert seen and set(seen) == {1 if backend == "numba" else 2} and get() == 2
+    for g, r in zip(got, run("numpy", np.random.default_rng(7)), strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-12)
+
+
+def test_the_backends_own_calls_nest_inside_host_blas(two_blas_threads):
+    from rnnbook import dispatch
+    from rnnbook.model import SequenceModel
+    get, _ = two_blas_threads
+    tokens = np.random.default_rng(8).integers(0, 4, (6, 2))
+    with dispatch.host_blas("numba"):
         assert get() == 1
-        SequenceModel("lstm", hidden_size=3, vocab_size=4, backend="numba").forward(
-            SequenceModel("lstm", hidden_size=3, vocab_size=4).init_params(seed=3), tokens % 4)
-        assert get() == 1
+        model = SequenceModel("lstm", hidden_size=3, vocab_size=4, backend="numba")
+        model.forward(model.init_params(seed=3), tokens)
+        assert get() == 1                         # the backend's block left the outer one's setting
     assert get() == 2
 
 

@@ -248,6 +248,7 @@ class _Curriculum(ABC):
         bits = random_bits(size or self.batch_size, int(rng.integers(low, high)), seed=rng.integers(2**63))
         return bits, {n: task_targets(self.task, bits, n, self.readout) for n in ns}
 
+    @dispatch.with_host_blas
     def _forward(self, params, bits, ns=None):
         core = {k[5:]: v for k, v in params.items() if k.startswith("core.")}
         x = bits_to_inputs(bits, self._dtype)
@@ -258,6 +259,7 @@ class _Curriculum(ABC):
             logits[n] = linear.forward({"W": params[f"{head}.W"], "b": params[f"{head}.b"]}, h)
         return core, h, cache, logits
 
+    @dispatch.with_host_blas
     def loss_and_grads(self, params, bits, answers):
         """Sum over heads of the masked mean cross-entropy, and its gradient for every parameter."""
         core, h, cache, logits = self._forward(params, bits)

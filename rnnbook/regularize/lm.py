@@ -126,6 +126,7 @@ class RegularizedLM:
                 "weights": [self.weight_drop.masks(self._layer_params(params, l)) for l in range(self.num_layers)]}
 
     # ------------------------------------------------------------------ forward / backward
+    @dispatch.with_host_blas
     def forward(self, params, tokens, state0=None, masks=None):
         """``tokens (T, B)`` -> ``(logits (T, B, V), state, cache)``.
 
@@ -160,6 +161,7 @@ class RegularizedLM:
         logits, cache["readout"] = linear.forward({"W": params["readout.W"], "b": params["readout.b"]}, h)
         return logits, tuple(states), cache
 
+    @dispatch.with_host_blas
     def backward(self, params, cache, dlogits, dstate=None) -> dict:
         """Gradients for every parameter, by the chain of ``forward`` in reverse."""
         masks, L = cache["masks"], self.num_layers
