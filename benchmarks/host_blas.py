@@ -21,6 +21,7 @@ every setting) and then times ``--steps`` steps back to back; rounds are separat
 other runs.
 """
 import argparse
+import contextlib
 import os
 import time
 
@@ -68,12 +69,26 @@ for _name, (_module, _attr) in PARTS.items():     # the models look these up at 
     setattr(_module, _attr, timed(_name, getattr(_module, _attr)))
 
 
+@contextlib.contextmanager
 def setting(backend, name):
-    """Apply ``name``: the backend's registered ``host_blas``, or none (NumPy's default)."""
+    """Inside the block, ``name`` holds for ``backend``: its registered ``host_blas`` ("as
+    registered"), or none ("NumPy's default": the registration is taken away, and put back
+    at the end)."""
     registered = dispatch._host_blas.get(backend)
     if name == SETTINGS[1]:
         dispatch._host_blas.pop(backend, None)
-    return registered
+    try:
+        yield
+    finally:
+        if registered is not None:
+            dispatch._host_blas[backend] = registered
+
+
+def thread_control():
+    """Whether this NumPy's OpenBLAS lets the Numba backend set its thread count (without it
+    the two settings run the same code)."""
+    from rnnbook.numba_cpu import gemm
+    return gemm._threads is not None
 
 
 print(f"{args.cell.upper()} character model: vocab {args.vocab}, embed {args.embed}, hidden {args.hidden}, "
@@ -81,7 +96,11 @@ print(f"{args.cell.upper()} character model: vocab {args.vocab}, embed {args.emb
       f"rounds of {args.steps} timed training steps (forward, loss, backward)")
 print(f"{'backend':8} {'setting':16} {'ms/step':>8} {'q25-q75':>12}   parts in the last round, ms/step")
 for backend in args.backends:
-    dispatch.require_available(backend)
+    try:
+        dispatch.require_available(backend)
+    except dispatch.BackendUnavailableError as exc:
+        print(f"{backend:8} skipped: {exc}")
+        continue
     model = SequenceModel(args.cell, hidden_size=args.hidden, vocab_size=args.vocab, embed_dim=args.embed,
                           backend=backend)
     params = model.init_params(seed=0, dtype=np.float32)
@@ -96,11 +115,10 @@ for backend in args.backends:
 
     times = {name: [] for name in SETTINGS}
     parts = {}
-    registered = dispatch._host_blas.get(backend)
+    differs = backend in dispatch._host_blas and (backend != "numba" or thread_control())
     for r in range(args.rounds):
         for name in (SETTINGS if r % 2 == 0 else SETTINGS[::-1]):
-            setting(backend, name)
-            try:
+            with setting(backend, name):
                 for _ in range(3):
                     step()
                 for k in spent:
@@ -110,14 +128,11 @@ for backend in args.backends:
                     step()
                 times[name].append((time.perf_counter() - t0) / args.steps * 1e3)
                 parts[name] = {k: v / args.steps * 1e3 for k, v in spent.items()}
-            finally:
-                if registered is not None:
-                    dispatch._host_blas[backend] = registered
             time.sleep(0.3)
     for name in SETTINGS:
         t = np.array(times[name])
         q25, q75 = np.percentile(t, [25, 75])
         part = ", ".join(f"{k} {v:.2f}" for k, v in parts[name].items())
-        same = "" if registered is not None or name == SETTINGS[0] else "  (no setting registered: the same code)"
+        same = "" if differs or name == SETTINGS[0] else "  (nothing to change here: the same code)"
         print(f"{backend:8} {name:16} {np.median(t):8.2f} {q25:5.2f}-{q75:<6.2f}   {part}{same}")
 print(f"\nrnnbook {rb.__version__}, numpy {np.__version__}, load average {os.getloadavg()[0]:.1f}")

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import inspect
 import os
 import threading
 from typing import Callable, Iterator
@@ -53,8 +54,10 @@ ANY = "*"
 _registry: dict[tuple[str, str], dict[str, Callable]] = {}
 _unavailable: dict[str, str] = {}      # backend -> why it cannot run here
 _loaded: set[str] = set()
+_loading: set[str] = set()             # being imported now (by the thread holding _load_lock)
 _host_blas: dict[str, Callable] = {}   # backend -> context manager factory for the code around its calls
 _context = threading.local()
+_load_lock = threading.RLock()
 
 
 class BackendUnavailableError(RuntimeError):
@@ -93,6 +96,8 @@ def register_host_blas(backend: str, context: Callable) -> None:
     """Register ``context()``, a context manager, as ``backend``'s setting for the array code
     that runs between its calls (see :func:`host_blas`)."""
     _check_backend_name(backend)
+    if not callable(context):
+        raise TypeError(f"context must be callable (it makes the context manager), got {context!r}")
     _host_blas[backend] = context
 
 
@@ -104,8 +109,8 @@ def host_blas(backend: str | None = None):
     NumPy's OpenBLAS on the calling thread inside its calls.  Between them NumPy would
     thread its products again, and OpenBLAS's idle workers then spin for about 0.1 s
     after each threaded call, on the cores the backend's threads need next: the demo's
-    character model (LSTM H=128, B=32, T=64) took 18-21 ms per training step on two cores
-    instead of 10 (``benchmarks/host_blas.py``).  So for ``"numba"`` this is
+    character model (LSTM H=128, B=32, T=64) took 18-22 ms per training step on two cores
+    instead of 9-13 (``benchmarks/host_blas.py``).  So for ``"numba"`` this is
     ``numba_cpu.gemm.single_threaded_blas()``: inside it NumPy's OpenBLAS runs every call
     on the calling thread (process-wide, and restored at the end).  For the NumPy and CuPy
     backends it does nothing.  The models (``SequenceModel``, ``BiLSTMCRF``,
@@ -120,7 +125,11 @@ def host_blas(backend: str | None = None):
 
 def with_host_blas(method: Callable) -> Callable:
     """Decorator for a model's methods that mix its backend's calls with array code: runs
-    ``method(self, ...)`` under ``host_blas(self.backend)``."""
+    ``method(self, ...)`` under ``host_blas(self.backend)``.  Not for generator functions,
+    whose body runs only after the call has returned (and the block has closed)."""
+    if inspect.isgeneratorfunction(method):
+        raise TypeError(f"with_host_blas cannot wrap the generator function {method.__qualname__}")
+
     @functools.wraps(method)
     def run(self, *args, **kwargs):
         with host_blas(self.backend):
@@ -129,14 +138,25 @@ def with_host_blas(method: Callable) -> Callable:
 
 
 def _load(backend: str) -> None:
-    """Import a backend package once; it registers itself or marks itself unavailable."""
+    """Import a backend package once; it registers itself or marks itself unavailable.
+
+    Under a lock, and marked loaded only once imported: a second thread asking while the
+    first still imports waits for the registrations instead of finding none.  (The lock is
+    re-entrant and ``_loading`` ends the recursion when a package, while it is imported,
+    asks for its own backend.)"""
     if backend in _loaded:
         return
-    _loaded.add(backend)
-    try:
-        importlib.import_module(BACKEND_PACKAGES[backend])
-    except ImportError as exc:  # the package itself is absent (e.g. not written yet)
-        _unavailable.setdefault(backend, f"could not import {BACKEND_PACKAGES[backend]}: {exc}")
+    with _load_lock:
+        if backend in _loaded or backend in _loading:
+            return
+        _loading.add(backend)
+        try:
+            importlib.import_module(BACKEND_PACKAGES[backend])
+        except ImportError as exc:  # the package itself is absent (e.g. not written yet)
+            _unavailable.setdefault(backend, f"could not import {BACKEND_PACKAGES[backend]}: {exc}")
+        finally:
+            _loading.discard(backend)
+            _loaded.add(backend)
 
 
 def _load_all() -> None:

@@ -107,3 +107,43 @@ def test_with_host_blas_wraps_a_method_of_an_object_with_a_backend(monkeypatch):
             return a + b
     assert Model().step(2, b=3) == 5 and Model.step.__doc__ == "Doc."
     assert seen == ["enter", (2, 3), "exit"]
+
+
+def test_host_blas_waits_for_a_backend_that_another_thread_is_importing(tmp_path, monkeypatch):
+    """Two threads ask for the same backend's setting at once: the second waits for the
+    first one's import to finish and gets the registered setting, not a plain context."""
+    import sys
+    import threading
+    import types
+    signal = types.SimpleNamespace(started=threading.Event())
+    monkeypatch.setitem(sys.modules, "slow_backend_signal", signal)
+    (tmp_path / "slow_backend_pkg.py").write_text(
+        "import time\n"
+        "import slow_backend_signal\n"
+        "from rnnbook import dispatch\n"
+        "slow_backend_signal.started.set()\n"
+        "time.sleep(0.3)\n"
+        "dispatch.register_host_blas('slowtest', lambda: slow_backend_signal)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(dispatch.BACKEND_PACKAGES, "slowtest", "slow_backend_pkg")
+    monkeypatch.delitem(sys.modules, "slow_backend_pkg", raising=False)
+    seen = {}
+    first = threading.Thread(target=lambda: seen.update(first=dispatch.host_blas("slowtest")))
+    first.start()
+    try:
+        assert signal.started.wait(10)
+        seen["second"] = dispatch.host_blas("slowtest")   # while the first thread imports
+    finally:
+        first.join(10)
+        dispatch._loaded.discard("slowtest")
+        dispatch._host_blas.pop("slowtest", None)
+    assert seen == {"first": signal, "second": signal}
+
+
+def test_host_blas_registration_and_decorator_refuse_what_cannot_work():
+    with pytest.raises(TypeError, match="callable"):
+        dispatch.register_host_blas("numpy", "not a context")
+    with pytest.raises(TypeError, match="generator"):
+        @dispatch.with_host_blas
+        def steps(self):
+            yield 1

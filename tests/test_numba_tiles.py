@@ -247,6 +247,10 @@ def test_models_run_their_array_code_with_blas_as_the_backend_asks(two_blas_thre
 
 
 def test_the_backends_own_calls_nest_inside_host_blas(two_blas_threads):
+    """A backend call inside ``rb.host_blas`` (a loop of one's own, as in docs/numba.md)
+    leaves OpenBLAS single-threaded for the rest of the block, and the block restores it.
+    (That the count is restored only by the last of overlapping blocks is the test of
+    nesting across threads below.)"""
     from rnnbook import dispatch
     from rnnbook.model import SequenceModel
     get, _ = two_blas_threads
@@ -342,13 +346,44 @@ def test_together_is_per_python_thread():
 def test_a_forked_child_restores_blas_threads_left_single_by_a_parent_thread(two_blas_threads):
     """A fork while another thread is inside ``single_threaded_blas``: the child never sees
     that thread leave, so its at-fork hook restores OpenBLAS's count and the nesting depth."""
+    import threading
     get, put = two_blas_threads
-    with bptt.gemm.single_threaded_blas():       # stands for the parent's other thread
-        assert get() == 1
-        bptt.gemm._reset_in_child()                # what the child runs right after fork
-        assert get() == 2 and bptt.gemm._blas_depth == 0
-        with bptt.gemm.single_threaded_blas():     # and the child's own blocks work as usual
+    gemm = bptt.gemm
+    inside, leave = threading.Event(), threading.Event()
+
+    def other():
+        with gemm.single_threaded_blas():
+            inside.set()
+            leave.wait(10)
+    t = threading.Thread(target=other)
+    t.start()
+    try:
+        assert inside.wait(10) and get() == 1
+        gemm._reset_in_child()                     # what the child runs right after fork
+        assert get() == 2 and gemm._blas_depth == 0
+        with gemm.single_threaded_blas():          # and the child's own blocks work as usual
             assert get() == 1
         assert get() == 2
-        bptt.gemm._blas_depth = 1                  # as the outer block expects on its way out
-        put(1)
+        gemm._blas_depth = 1                       # back to the parent's state, for the other
+        put(1)                                     # thread's way out
+    finally:
+        leave.set()
+        t.join(10)
+    assert get() == 2 and gemm._blas_depth == 0
+
+
+def test_a_child_forked_inside_a_block_keeps_it(two_blas_threads):
+    """A fork by a thread that is itself inside ``single_threaded_blas`` (``rb.host_blas``
+    around code that forks): the child keeps that block, and leaving it there restores
+    OpenBLAS's count; the blocks after it work as usual."""
+    get, _ = two_blas_threads
+    gemm = bptt.gemm
+    with gemm.single_threaded_blas():
+        with gemm.single_threaded_blas():
+            gemm._reset_in_child()                 # what the child runs right after fork
+            assert get() == 1 and gemm._blas_depth == 2
+        assert get() == 1
+    assert get() == 2 and gemm._blas_depth == 0
+    with gemm.single_threaded_blas():
+        assert get() == 1
+    assert get() == 2

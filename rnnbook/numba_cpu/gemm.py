@@ -131,6 +131,7 @@ _threads = _thread_control()
 
 _blas_lock = threading.Lock()
 _blas_depth = 0          # blocks inside single_threaded_blas, over all Python threads
+_blas_mine = threading.local()   # .depth: those of this thread (what a forked child keeps)
 _blas_saved = None       # OpenBLAS's thread count before the first of them
 
 
@@ -156,23 +157,28 @@ def single_threaded_blas():
             _blas_saved = get()
             put(1)
         _blas_depth += 1
+        _blas_mine.depth = getattr(_blas_mine, "depth", 0) + 1
     try:
         yield
     finally:
         with _blas_lock:
             _blas_depth -= 1
+            _blas_mine.depth -= 1
             if _blas_depth == 0:
                 put(_blas_saved)
 
 
 def _reset_in_child():
-    """In a child made by ``fork`` while another thread of the parent was inside
-    :func:`single_threaded_blas`: that thread does not exist here and will never leave the
-    block, so restore OpenBLAS's thread count now and start with a fresh lock."""
+    """In a child made by ``fork``: only the thread that forked exists there.  The blocks of
+    :func:`single_threaded_blas` that the parent's *other* threads were inside will never be
+    left, so the child counts only the forking thread's own (still open, and left in the
+    child as usual), restores OpenBLAS's thread count if there are none, and starts with a
+    fresh lock (another thread may have held the old one at the fork)."""
     global _blas_lock, _blas_depth
-    if _threads is not None and _blas_depth > 0:
+    mine = getattr(_blas_mine, "depth", 0)
+    if _threads is not None and _blas_depth > 0 and mine == 0:
         _threads[1](_blas_saved)
-    _blas_lock, _blas_depth = threading.Lock(), 0
+    _blas_lock, _blas_depth = threading.Lock(), mine
 
 
 if hasattr(os, "register_at_fork"):
