@@ -368,6 +368,52 @@ def test_sum_of_products_by_blocks(R, G, K, dtype, through_blas, a_layout, x_lay
     np.testing.assert_allclose(C, ref, rtol=tol, atol=tol * np.abs(ref).max())
 
 
+@settings(max_examples=60, deadline=None)
+@given(R=st.integers(0, 4), G=st.integers(1, 20), K=st.integers(1, 20),
+       dtypes=st.sampled_from([(np.float32,) * 3, (np.float64,) * 3, (np.float32, np.float64, np.float64)]),
+       a_layout=st.sampled_from(["plain"] + LAYOUTS), x_layout=st.sampled_from(["plain"] + LAYOUTS),
+       into=st.sampled_from(["new", "array", "rows of a larger one"]), through_blas=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_transposed_product(R, G, K, dtypes, a_layout, x_layout, into, through_blas, seed):
+    """``gemm.transposed_product``: ``AᵀX`` for any layout of ``A`` and ``X``, into a new array
+    or a given one (also the rows of a larger one, as ``bptt.weight_gradient`` gives it).
+    With one row (an outer product, which NumPy's ``matmul`` computes without BLAS, and so
+    goes to BLAS or ``multiply`` instead) every element is a single product: exact."""
+    rng = np.random.default_rng(seed)
+    a_dtype, x_dtype, out_dtype = dtypes
+    A = rng.standard_normal((R, G)).astype(a_dtype) if a_layout == "plain" else _laid_out(rng, (R, G), a_dtype, a_layout)
+    X = rng.standard_normal((R, K)).astype(x_dtype) if x_layout == "plain" else _laid_out(rng, (R, K), x_dtype, x_layout)
+    ref = A.astype(np.float64).T @ X.astype(np.float64)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bptt.gemm, "OUTER_BLAS_MIN_SIZE", 0 if through_blas else 1 << 62)
+        big = np.full((G + 5, K), np.nan, out_dtype)
+        if into == "new":
+            got = bptt.gemm.transposed_product(A, X)
+        else:
+            out = np.full((G, K), np.nan, out_dtype) if into == "array" else big[2:2 + G]
+            got = bptt.gemm.transposed_product(A, X, out)
+            assert got is out
+        assert np.isnan(big[:2]).all() and np.isnan(big[2 + G:]).all()      # nothing written outside
+    assert got.shape == (G, K) and got.dtype == np.result_type(out_dtype, a_dtype, x_dtype)
+    if R <= 1:
+        np.testing.assert_array_equal(got, ref.astype(got.dtype))
+    else:
+        tol = 1e-12 if got.dtype == np.float64 and a_dtype == np.float64 else 1e-5
+        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * max(np.abs(ref).max(), 1))
+
+
+def test_a_single_rows_transposed_product_skips_numpys_loop(monkeypatch):
+    """With one row, arrays BLAS can read and ``OUTER_BLAS_MIN_SIZE`` elements (``W_hh`` of an
+    LSTM with H = 128 has 2^16), the outer product goes to BLAS (``_gemm_tn``)."""
+    done = []
+    real = bptt.gemm._gemm_tn
+    monkeypatch.setattr(bptt.gemm, "_gemm_tn", lambda *a: done.append(real(*a)) or done[-1])
+    rng = np.random.default_rng(3)
+    A, X = rng.standard_normal((1, 512)).astype(np.float32), rng.standard_normal((1, 128)).astype(np.float32)
+    np.testing.assert_array_equal(bptt.gemm.transposed_product(A, X), np.outer(A[0], X[0]))
+    assert done == ([True] if bptt.gemm.HAVE_BLAS else [False])
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cell=st.sampled_from(CELLS), layout=st.sampled_from(LAYOUTS[1:]), T=st.integers(9, 60),
        D=st.integers(1, 6), H=st.integers(1, 9), seed=st.integers(0, 2**16))

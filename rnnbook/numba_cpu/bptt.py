@@ -702,7 +702,7 @@ def weight_gradient(dZ, inputs):
     out = np.empty((G, X.shape[1]), np.result_type(dZ.dtype, X.dtype))
 
     def part(g0, g1):
-        np.matmul(dZ.reshape(T * B, G)[:, g0:g1].T, X, out=out[g0:g1])
+        gemm.transposed_product(dZ.reshape(T * B, G)[:, g0:g1], X, out[g0:g1])
 
     def steps(t0, t1, first):
         gemm.add_sum_of_products(dZ[t0:t1].reshape((t1 - t0) * B, G), X[t0 * B:t1 * B], out, first)
