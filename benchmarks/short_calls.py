@@ -9,7 +9,9 @@ once per step instead, and then what each call costs besides its steps decides: 
 allocating the caches, handing the products to threads, copying ``W_hh`` into the layout
 the compiled loop reads.  This script times one forward call and one training call
 (forward + backward) of ``T`` steps at batch 1, float32, for both backends, in interleaved
-repetitions (median µs per call), and prints where the Numba backend starts to win.
+repetitions (median µs per call) and their ratio: where it passes 1, the Numba backend
+starts to win.  (Unlike `cpu.py`, no wait for the other backend's threads between calls: each
+runs right after the other, which slows both, the Numba backend more at T ≥ 4.)
 Last, the NumPy reference's own training step at B = 1 and at B = 2: at B = 1 NumPy's
 ``matmul`` computes the reference's weight gradients without BLAS (see the end of the
 script), which flatters every Numba/NumPy ratio at batch size 1.

@@ -445,3 +445,12 @@ def test_inputs_of_any_layout_alongside_the_loop(cell, layout, T, D, H, seed):
     for name, ref in grads["numpy"].items():
         if ref is not None:
             assert rel_error(grads["numba"][name], ref) <= 1e-10, name
+
+
+def test_transposed_product_refuses_shapes_that_do_not_fit():
+    rng = np.random.default_rng(9)
+    A, X = rng.standard_normal((1, 256)), rng.standard_normal((1, 128))
+    with pytest.raises(ValueError, match="do not fit"):
+        bptt.gemm.transposed_product(A, X, np.empty((128, 256)))           # the wrong layout
+    with pytest.raises(ValueError, match="do not fit"):
+        bptt.gemm.transposed_product(A, rng.standard_normal((5, 128)))     # rows that differ

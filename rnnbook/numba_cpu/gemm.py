@@ -332,9 +332,13 @@ def transposed_product(A, X, out=None):
     dimension is 1 without BLAS, in a plain loop (512 × 1 by 1 × 128: 74-113 µs, where 512 ×
     2 by 2 × 128 took 6 µs).  That one goes to ``multiply``, or from
     :data:`OUTER_BLAS_MIN_SIZE` elements on to BLAS directly where it can (:func:`_gemm_tn`).
-    Each element is a single product either way: the same values (only a product of -0.0,
-    which ``matmul`` adds to a zero, keeps its sign).
+    Each element is a single product either way: the same values (the sign of a zero
+    product may differ between the paths).  Shapes that do not fit raise, as ``matmul`` does.
     """
+    if A.ndim != 2 or X.ndim != 2 or A.shape[0] != X.shape[0] or (
+            out is not None and out.shape != (A.shape[1], X.shape[1])):
+        raise ValueError(f"transposed_product: A {A.shape}, X {X.shape} and out "
+                         f"{None if out is None else out.shape} do not fit (A (R, G), X (R, K), out (G, K))")
     if A.shape[0] != 1:
         return np.matmul(A.T, X, out=out)
     if out is None:
@@ -349,6 +353,7 @@ def _gemm_tn(A, X, C, beta):
     :func:`add_sum_of_products`); whether it did."""
     if not (HAVE_BLAS and A.dtype == X.dtype == C.dtype and C.dtype.char in _ctypes_gemm
             and _blas_rows(A) and _blas_rows(X) and C.flags.c_contiguous and C.flags.writeable
+            and C.shape == (A.shape[1], X.shape[1]) and A.shape[0] == X.shape[0]
             and C.size and not np.may_share_memory(C, A) and not np.may_share_memory(C, X)):
         return False
     R, G, K = A.shape[0], A.shape[1], X.shape[1]
