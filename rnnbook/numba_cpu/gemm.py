@@ -352,15 +352,22 @@ def _gemm_tn(A, X, C, beta):
     """``C = Aᵀ X + beta · C`` as one BLAS GEMM, if BLAS can take the arrays as they are (see
     :func:`add_sum_of_products`); whether it did."""
     if not (HAVE_BLAS and A.dtype == X.dtype == C.dtype and C.dtype.char in _ctypes_gemm
-            and _blas_rows(A) and _blas_rows(X) and C.flags.c_contiguous and C.flags.writeable
-            and C.shape == (A.shape[1], X.shape[1]) and A.shape[0] == X.shape[0]
-            and C.size and not np.may_share_memory(C, A) and not np.may_share_memory(C, X)):
+            and _blas_rows(A) and _blas_rows(X) and C.shape == (A.shape[1], X.shape[1])
+            and A.shape[0] == X.shape[0] and _blas_may_write(C, A, X)):
         return False
     R, G, K = A.shape[0], A.shape[1], X.shape[1]
     fn, scalar = _ctypes_gemm[C.dtype.char]
     fn(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, _CBLAS_NO_TRANS, G, K, R, scalar(1.0),
        A.ctypes.data, _row_stride(A), X.ctypes.data, _row_stride(X), scalar(beta), C.ctypes.data, K)
     return True
+
+
+def _blas_may_write(out, *sources):
+    """Whether a BLAS routine may write its result straight into ``out``: C-contiguous,
+    writeable, not empty, and apart from every array it reads (NumPy's own operations check
+    or handle these; a BLAS routine would crash, or overwrite what it has still to read)."""
+    return (out.flags.c_contiguous and out.flags.writeable and out.size > 0
+            and not any(np.may_share_memory(out, a) for a in sources))
 
 
 def add_sum_of_products(A, X, C, first):
@@ -455,9 +462,8 @@ def copy_matrix(M, out):
     """
     base = M.T
     if (_somatcopy is None or M.ndim != 2 or M.dtype != np.float32 or out.dtype != np.float32
-            or M.size == 0 or M.size < OMATCOPY_MIN_SIZE or not base.flags.c_contiguous
-            or not out.flags.c_contiguous or not out.flags.writeable or out.shape != M.shape
-            or np.may_share_memory(M, out)):
+            or M.size < OMATCOPY_MIN_SIZE or not base.flags.c_contiguous or out.shape != M.shape
+            or not _blas_may_write(out, M)):
         out[...] = M
         return
     rows, cols = base.shape                     # base (rows, cols), row-major; out = baseᵀ (cols, rows)
