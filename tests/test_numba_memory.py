@@ -67,6 +67,11 @@ def test_empty_aligned_takes_shapes_as_np_empty_does():
     assert memory.empty_aligned(np.int64(3), np.float64).shape == (3,)
     a = memory.empty_aligned((np.int32(3), np.int8(100)), np.float32)
     assert a.shape == (3, 100) and a.ctypes.data % memory.ALIGNMENT == 0
+    for shape in ((-1,), -1, (2, -3)):                   # refused, as np.empty refuses them
+        with pytest.raises(ValueError, match="negative"):
+            memory.empty_aligned(shape, np.float32)
+    with pytest.raises(TypeError):
+        memory.empty_aligned((2.5, 3), np.float32)
 
 
 def test_weight_operands_are_aligned():

@@ -360,16 +360,16 @@ def test_a_forked_child_restores_blas_threads_left_single_by_a_parent_thread(two
     try:
         assert inside.wait(10) and get() == 1
         gemm._reset_in_child()                     # what the child runs right after fork
-        assert get() == 2 and gemm._blas_depth == 0
+        assert get() == 2 and gemm._blas_holders == 0
         with gemm.single_threaded_blas():          # and the child's own blocks work as usual
             assert get() == 1
         assert get() == 2
-        gemm._blas_depth = 1                       # back to the parent's state, for the other
+        gemm._blas_holders = 1                     # back to the parent's state, for the other
         put(1)                                     # thread's way out
     finally:
         leave.set()
         t.join(10)
-    assert get() == 2 and gemm._blas_depth == 0
+    assert get() == 2 and gemm._blas_holders == 0
 
 
 def test_a_child_forked_inside_a_block_keeps_it(two_blas_threads):
@@ -381,9 +381,9 @@ def test_a_child_forked_inside_a_block_keeps_it(two_blas_threads):
     with gemm.single_threaded_blas():
         with gemm.single_threaded_blas():
             gemm._reset_in_child()                 # what the child runs right after fork
-            assert get() == 1 and gemm._blas_depth == 2
+            assert get() == 1 and gemm._blas_holders == 1 and gemm._blas_mine.depth == 2
         assert get() == 1
-    assert get() == 2 and gemm._blas_depth == 0
+    assert get() == 2 and gemm._blas_holders == 0 and gemm._blas_mine.depth == 0
     with gemm.single_threaded_blas():
         assert get() == 1
     assert get() == 2

@@ -254,22 +254,23 @@ def run_tiles(kernel, args, B: int, H: int, tiling: Tiling, before=None, then=No
       count reaches ``barriers_per_step · (T - t)`` once its gate gradients at step ``t`` are
       stored; the helper follows it (:func:`_gradients_alongside`).
     """
-    if before and stream and _streams(tiling, before):
-        _inputs_alongside(kernel, args, B, H, tiling, before, stream)
-    elif then and stream and _streams(tiling, then):
-        _gradients_alongside(kernel, args, B, H, tiling, then, stream, barriers_per_step)
-        return
-    else:
-        if before:
-            _run_jobs(before)
-        units = unit_bounds(H, tiling.unit_blocks)
-        flags = sync.new_flags(len(units))
-        jobs = [(*args, r0, r1, j0, j1, tiling.product, flags, me)   # one unit block: the barrier is a no-op
-                for r0, r1 in block_bounds(B, tiling.row_blocks) for me, (j0, j1) in enumerate(units)]
-        with gemm.single_threaded_blas(), (_tile_lock if len(units) > 1 else contextlib.nullcontext()):
-            in_parallel(kernel, jobs)
-    if then:
-        _run_jobs(then)
+    with gemm.single_threaded_blas():    # one block for all: the parts' own ones nest (a count)
+        if before and stream and _streams(tiling, before):
+            _inputs_alongside(kernel, args, B, H, tiling, before, stream)
+        elif then and stream and _streams(tiling, then):
+            _gradients_alongside(kernel, args, B, H, tiling, then, stream, barriers_per_step)
+            return
+        else:
+            if before:
+                _run_jobs(before)
+            units = unit_bounds(H, tiling.unit_blocks)
+            flags = sync.new_flags(len(units))
+            jobs = [(*args, r0, r1, j0, j1, tiling.product, flags, me)   # one unit block: the barrier is a no-op
+                    for r0, r1 in block_bounds(B, tiling.row_blocks) for me, (j0, j1) in enumerate(units)]
+            with _tile_lock if len(units) > 1 else contextlib.nullcontext():
+                in_parallel(kernel, jobs)
+        if then:
+            _run_jobs(then)
 
 
 #: the loop's multiply-adds (``Tiling.macs``, ``T·B·K·N``) from which the products before
