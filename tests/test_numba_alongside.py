@@ -157,7 +157,7 @@ def test_weight_sums_do_not_depend_on_timing(through_blas, monkeypatch):
     the loop goes, through NumPy's products or BLAS's β = 1 adds -- and the right sums."""
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 8)
-    monkeypatch.setattr(bptt.gemm, "SUM_BLAS_MIN_MACS", 0 if through_blas else 1 << 62)
+    monkeypatch.setattr(bptt.gemm, "CTYPES_MIN_MACS", 0 if through_blas else 1 << 62)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     rng = np.random.default_rng(6)
     T, B, G, D = 64, 1, 8, 5
@@ -241,6 +241,7 @@ def _slow(mp, helper_pause=0.0, caller_pause=0.0, helper_fails_from=None, caller
     ``workers.py`` names ``rnnbook-numba-k``."""
     real, real_in_parallel = bptt.gemm.add_product_rows, bptt.in_parallel
     helper_failed = threading.Event()
+    mp.setattr(bptt, "INPUT_BLAS_MIN_MACS", 0)          # every block through add_product_rows
 
     def on_helper():
         return threading.current_thread().name.startswith("rnnbook-numba")
@@ -360,7 +361,7 @@ def test_sum_of_products_by_blocks(R, G, K, dtype, through_blas, a_layout, x_lay
     A, X = _laid_out(rng, (2 * R, G), dtype, a_layout), _laid_out(rng, (2 * R, K), dtype, x_layout)
     C = np.full((G, K), np.nan, dtype)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bptt.gemm, "SUM_BLAS_MIN_MACS", 0 if through_blas else 1 << 62)
+        mp.setattr(bptt.gemm, "CTYPES_MIN_MACS", 0 if through_blas else 1 << 62)
         bptt.gemm.add_sum_of_products(A[:R], X[:R], C, True)
         bptt.gemm.add_sum_of_products(A[R:], X[R:], C, False)
     ref = A.astype(np.float64).T @ X.astype(np.float64)
@@ -435,7 +436,7 @@ def test_inputs_of_any_layout_alongside_the_loop(cell, layout, T, D, H, seed):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bptt, "STREAM_MIN_MACS", 0)
         mp.setattr(bptt, "STREAM_BLOCK_ROWS", 8)
-        mp.setattr(bptt.gemm, "SUM_BLAS_MIN_MACS", 0)
+        mp.setattr(bptt.gemm, "CTYPES_MIN_MACS", 0)
         mp.setattr(bptt.numba, "get_num_threads", lambda: 2)
         spy = Spy(mp)
         for backend in ("numpy", "numba"):

@@ -121,14 +121,26 @@ def test_barrier_of_one_thread_only_announces():
 
 @settings(max_examples=25, deadline=None)
 @given(R=st.integers(1, 40), K=st.integers(1, 30), N=st.integers(1, 30), threads=st.integers(1, 3),
-       dtype=st.sampled_from([np.float32, np.float64]), with_bias=st.booleans(), seed=st.integers(0, 2**16))
-def test_phase_gemms_on_threads_match_numpy(R, K, N, threads, dtype, with_bias, seed):
+       dtype=st.sampled_from([np.float32, np.float64]), with_bias=st.booleans(), through_blas=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_phase_gemms_on_threads_match_numpy(R, K, N, threads, dtype, with_bias, through_blas, seed):
     """``bptt.matmul``/``input_projection``/``weight_gradient``/``input_gradient``, rows split over
-    up to three threads (forced at any size), against NumPy in float64."""
+    up to three threads (forced at any size), against NumPy in float64; the input projection's
+    blocks through ``gemm.add_product_rows`` or NumPy (``INPUT_BLAS_MIN_MACS`` forced either way)."""
+    calls = []
+    real = bptt.gemm.add_product_rows
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bptt, "GEMM_MIN_MACS_FOR_THREADS", 0)
+        mp.setattr(bptt, "INPUT_BLAS_MIN_MACS", 0 if through_blas else 1 << 62)
+        mp.setattr(bptt.gemm, "add_product_rows", lambda *a: calls.append(a[3:]) or real(*a))
         mp.setattr(numba, "get_num_threads", lambda: threads)
         _check_phase_gemms(R, K, N, dtype, with_bias, seed)
+    blocks = sorted(calls)                     # every row of the projection (T·B = 2R) in one block
+    if through_blas and bptt.gemm.HAVE_BLAS:
+        assert blocks[0][0] == 0 and blocks[-1][1] == 2 * R
+        assert all(a1 == b0 for (_, a1), (b0, _) in zip(blocks, blocks[1:]))
+    else:
+        assert calls == []
 
 
 def _check_phase_gemms(R, K, N, dtype, with_bias, seed):
@@ -313,9 +325,10 @@ def test_gemms_queued_together_run_once_at_the_end(R, K, N, threads, dtype, seed
             queued = (bptt.weight_gradient(dZ, x), bptt.bias_gradient(dZ), bptt.input_gradient(dZ, W))
             with bptt.together():                        # a block inside a block runs its own queue
                 inner = bptt.weight_gradient(dZ, x)
-            assert calls == [threads]                    # ... when it ends, and the outer one's waits
+            hand_off = [threads] if threads > 1 else []  # (one thread runs its parts without one)
+            assert calls == hand_off                     # ... when it ends, and the outer one's waits
             inner_then = inner.copy()
-        assert calls == [threads, threads]               # then all of it, one hand-off
+        assert calls == hand_off * 2                     # then all of it, one hand-off
     tol = 1e-12 if dtype == np.float64 else 1e-5
     for got, ref in zip(queued + (inner_then,), alone + (alone[0],)):
         np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * max(1.0, np.abs(ref).max()))

@@ -203,20 +203,6 @@ _dgemm = types.ExternalFunction("rnnbook_dgemm", _SIG["d"])
 
 
 @njit(inline="always")
-def blas_gemm(itemsize, trans_a, trans_b, M, N, K, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc):
-    """``C = op(A) op(B) + beta · C`` (row-major, ``op`` a transpose or not, ``alpha = 1``):
-    ``sgemm`` for ``itemsize`` 4, else ``dgemm``, on raw addresses.  Compiled code reaches
-    BLAS only through here, and Python only through compiled functions that call it: a
-    ctypes call with its 14 converted arguments costs ~5.5 µs, a compiled one ~0.5 µs
-    (measured, 1 × 32 by 32 × 32)."""
-    if itemsize == 4:
-        _sgemm(_CBLAS_ROW_MAJOR, trans_a, trans_b, M, N, K, np.float32(1.0), a_ptr, lda, b_ptr, ldb,
-               np.float32(beta), c_ptr, ldc)
-    else:
-        _dgemm(_CBLAS_ROW_MAJOR, trans_a, trans_b, M, N, K, 1.0, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc)
-
-
-@njit(inline="always")
 def _row_ptr(a, r):
     """Address of ``a[r, 0]`` in a 2-D array whose rows are contiguous."""
     return a.ctypes.data + r * a.strides[0]
@@ -299,8 +285,12 @@ def matmul_tile(A, M, C, r0, r1, c0, c1, product):
         for j in range(c0, c1, width):
             n = min(width, c1 - j)
             off = j * C.itemsize
-            blas_gemm(C.itemsize, _CBLAS_NO_TRANS, _CBLAS_NO_TRANS, rows, n, K, a_ptr, lda,
-                      m_ptr + off, ldm, 1.0, c_ptr + off, ldc)
+            if C.itemsize == 4:
+                _sgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_NO_TRANS, rows, n, K,
+                       np.float32(1.0), a_ptr, lda, m_ptr + off, ldm, np.float32(1.0), c_ptr + off, ldc)
+            else:
+                _dgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_NO_TRANS, rows, n, K,
+                       1.0, a_ptr, lda, m_ptr + off, ldm, 1.0, c_ptr + off, ldc)
         return
     # loops: where BLAS does, only tiny products come here (``bptt.BLAS_MIN_MACS``), but
     # without a usable BLAS (NumPy on Accelerate) every product with few rows does.  One row
@@ -322,33 +312,29 @@ def add_product_rows(X, W, out, r0, r1):
     ``X (R, D)``, ``W (G, D)``, ``out (R, G)``: C-contiguous, one dtype (float32 or float64);
     needs ``HAVE_BLAS``.  ``bptt.input_projection`` writes the bias into ``out`` first and adds
     the product into it, which costs one write pass instead of a read-and-write pass after
-    the product.  A compiled call (:func:`_add_product_rows`) that lets go of the GIL, so
-    threads run their rows at the same time.
+    the product.  Called from Python through ctypes, which lets go of the GIL for the call, so
+    threads run their rows at the same time (and nothing here needs compiling).
     """
-    if r1 > r0:
-        _add_product_rows(X, W, out, r0, r1)
-
-
-@njit(cache=True, nogil=True)
-def _add_product_rows(X, W, out, r0, r1):
     rows, D, G = r1 - r0, X.shape[1], W.shape[0]
-    blas_gemm(out.itemsize, _CBLAS_NO_TRANS, _CBLAS_TRANS, rows, G, D, _row_ptr(X, r0), _leading_dim(X),
-              W.ctypes.data, _leading_dim(W), 1.0, _row_ptr(out, r0), _leading_dim(out))
+    if rows <= 0:
+        return
+    fn, scalar = _ctypes_gemm[out.dtype.char]
+    fn(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS, rows, G, D, scalar(1.0),
+       X.ctypes.data + r0 * X.strides[0], D, W.ctypes.data, D, scalar(1.0),
+       out.ctypes.data + r0 * out.strides[0], G)
 
 
 #: multiply-adds from which :func:`add_sum_of_products` adds through ``beta = 1`` rather than
-#: NumPy's ``matmul`` and an add: from the smallest, since BLAS is reached through a compiled
-#: call (:func:`blas_gemm`; measured, one core, float32, matmul + add vs BLAS: 1 × 128 × 32 in
-#: 5.5 vs 3.1 µs, 8 × 128 × 128 in 6.1 vs 5.7, 16 × 512 × 128 in 33 vs 26; float64 alike)
-SUM_BLAS_MIN_MACS = 0
+#: NumPy's ``matmul`` and an add: a ctypes call with its 14 converted arguments costs ~5 µs
+#: (measured: 128 × 128 × 32 in 15 µs through ctypes, 10 µs through ``matmul``)
+CTYPES_MIN_MACS = 1 << 20
 
 
 #: elements of an outer product (:func:`transposed_product` with one row) from which it goes to
-#: BLAS rather than to NumPy's ``multiply`` (measured, one core, ``multiply`` vs BLAS through
-#: :func:`blas_gemm`, µs: float32 32 × 32 in 2.0 vs 2.9, 64 × 64 in 2.9 vs 3.0, 128 × 128 in
-#: 6.1 vs 3.8, 512 × 128 in 21 vs 6.9; float64 64 × 64 in 3.8 vs 3.3, 512 × 128 in 37 vs 11;
-#: NumPy's ``matmul`` took 19 and 74 µs at 128 × 128 and 512 × 128 in float32)
-OUTER_BLAS_MIN_SIZE = 1 << 12
+#: BLAS rather than to NumPy's ``multiply``: a ctypes call costs ~8 µs whatever the size
+#: (measured, float32, one core: 128 × 128 in 6.5 µs by ``multiply``, 8.8 through BLAS; 512 ×
+#: 128 in 20.5 against 11.4; NumPy's ``matmul`` 19 and 74)
+OUTER_BLAS_MIN_SIZE = 1 << 15
 
 
 def transposed_product(A, X, out=None):
@@ -378,19 +364,15 @@ def transposed_product(A, X, out=None):
 def _gemm_tn(A, X, C, beta):
     """``C = Aᵀ X + beta · C`` as one BLAS GEMM, if BLAS can take the arrays as they are (see
     :func:`add_sum_of_products`); whether it did."""
-    if not (HAVE_BLAS and A.dtype == X.dtype == C.dtype and C.dtype.char in ("f", "d")
+    if not (HAVE_BLAS and A.dtype == X.dtype == C.dtype and C.dtype.char in _ctypes_gemm
             and _blas_rows(A) and _blas_rows(X) and C.shape == (A.shape[1], X.shape[1])
             and A.shape[0] == X.shape[0] and _blas_may_write(C, A, X)):
         return False
-    _gemm_tn_compiled(A, X, C, beta)
-    return True
-
-
-@njit(cache=True, nogil=True)
-def _gemm_tn_compiled(A, X, C, beta):
     R, G, K = A.shape[0], A.shape[1], X.shape[1]
-    blas_gemm(C.itemsize, _CBLAS_TRANS, _CBLAS_NO_TRANS, G, K, R, A.ctypes.data, _leading_dim(A),
-              X.ctypes.data, _leading_dim(X), beta, C.ctypes.data, K)
+    fn, scalar = _ctypes_gemm[C.dtype.char]
+    fn(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, _CBLAS_NO_TRANS, G, K, R, scalar(1.0),
+       A.ctypes.data, _row_stride(A), X.ctypes.data, _row_stride(X), scalar(beta), C.ctypes.data, K)
+    return True
 
 
 def _blas_may_write(out, *sources):
@@ -412,12 +394,12 @@ def add_sum_of_products(A, X, C, first):
     slice of a wider array has), ``C`` C-contiguous, all of one dtype, float32 or float64.
     Anything else -- a user's input read backwards (``x[::-1]``), broadcast, unaligned or a
     field of a record array, small or empty products, no usable BLAS -- goes through NumPy
-    (:func:`transposed_product`) and an add.
+    (:func:`transposed_product`) and an add (:data:`CTYPES_MIN_MACS`).
     """
     R, G, K = A.shape[0], A.shape[1], X.shape[1]
     if first:
         transposed_product(A, X, C)
-    elif R * G * K < SUM_BLAS_MIN_MACS or not _gemm_tn(A, X, C, 1.0):
+    elif R * G * K < max(CTYPES_MIN_MACS, 1) or not _gemm_tn(A, X, C, 1.0):
         np.add(C, transposed_product(A, X), out=C)
 
 
@@ -432,58 +414,60 @@ def _blas_rows(a):
     return a.flags.aligned and a.strides[1] == a.itemsize and (a.shape[0] <= 1 or rows_apart)
 
 
+def _row_stride(a):
+    """Elements between the rows of a 2-D array (its length for a single row)."""
+    return a.strides[0] // a.itemsize if a.shape[0] > 1 else max(a.shape[1], 1)
+
+
+def _ctypes_gemms():
+    """``{"f": (sgemm, c_float), "d": (dgemm, c_double)}`` through ctypes, or ``{}`` without BLAS."""
+    if not HAVE_BLAS:
+        return {}
+    i32, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
+    out = {}
+    for char, dt, scalar in (("f", "s", ctypes.c_float), ("d", "d", ctypes.c_double)):
+        fn = ctypes.CFUNCTYPE(None, i32, i32, i32, i64, i64, i64, scalar, ptr, i64, ptr, i64,
+                              scalar, ptr, i64)(_found[1][dt])
+        out[char] = (fn, scalar)
+    return out
+
+
+_ctypes_gemm = _ctypes_gemms()
+
 _OMATCOPY_NAMES = ("scipy_cblas_somatcopy64_", "cblas_somatcopy64_")   # OpenBLAS's extension, ILP64
 
 
-def _somatcopy_address():
-    """The address of OpenBLAS's scaled float32 copy with an optional transpose,
-    ``B = alpha · op(A)``, registered with LLVM as ``rnnbook_somatcopy``; ``None`` where it is
-    missing."""
+def _ctypes_somatcopy():
+    """OpenBLAS's scaled float32 copy with an optional transpose, ``B = alpha · op(A)``, through
+    ctypes; ``None`` where it is missing."""
     if not HAVE_BLAS:
         return None
     for name in _OMATCOPY_NAMES:
         fn = getattr(_found[0], name, None)
         if fn is not None:
-            address = ctypes.cast(fn, ctypes.c_void_p).value
-            _llvm.add_symbol("rnnbook_somatcopy", address)
-            return address
+            i32, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
+            fn.argtypes, fn.restype = [i32, i32, i64, i64, ctypes.c_float, ptr, i64, ptr, i64], None
+            return fn
     return None
 
 
-# cblas_somatcopy(order, trans, rows, cols, alpha, A, lda, B, ldb), 64-bit integers
-_somatcopy_fn = types.ExternalFunction("rnnbook_somatcopy", types.void(
-    types.int32, types.int32, types.int64, types.int64, types.float32, types.voidptr, types.int64,
-    types.voidptr, types.int64))
+_somatcopy = _ctypes_somatcopy()
 
-
-@njit(cache=True, nogil=True)
-def _transpose_copy(base, out):
-    """``out = baseᵀ`` for C-contiguous float32 ``base (rows, cols)`` and ``out (cols, rows)``,
-    by ``somatcopy`` (a compiled call, as :func:`blas_gemm`)."""
-    rows, cols = base.shape
-    _somatcopy_fn(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, rows, cols, np.float32(1.0), base.ctypes.data, cols,
-                  out.ctypes.data, rows)
-
-
-#: ``_somatcopy(base, out)``, or ``None`` where this OpenBLAS has no ``somatcopy``
-_somatcopy = _transpose_copy if _somatcopy_address() is not None else None
-
-#: elements from which :func:`copy_matrix` transposes through ``somatcopy``: from the smallest,
-#: since it is a compiled call (one core, NumPy vs ``somatcopy``, µs: 32 × 32 in 0.57 vs 0.38,
-#: 32 × 128 in 1.4 vs 0.8, 64 × 192 in 7.7 vs 1.6, 128 × 512 in 39 vs 12; through ctypes, with
-#: ~5 µs a call, it lost below 64 × 192)
-OMATCOPY_MIN_SIZE = 0
+#: elements from which :func:`copy_matrix` transposes through ``somatcopy``: the smallest size
+#: measured to gain (one core, ``somatcopy`` vs NumPy: 64 × 192 in 5.3 vs 7.9 µs; 48 × 192 in
+#: 4.7 vs 3.2 µs, 32 × 128 in 4.3 vs 1.6 µs)
+OMATCOPY_MIN_SIZE = 64 * 192
 
 
 def copy_matrix(M, out):
     """``out[...] = M`` for a 2-D ``M`` and a C-contiguous ``out`` of its shape and dtype.
 
     Where ``M`` is a float32 transpose of a C-contiguous array (``W_hh.T``, the forward loops'
-    operand) of at least :data:`OMATCOPY_MIN_SIZE` elements (any, by default), the copy goes
-    through OpenBLAS's ``somatcopy`` with ``alpha = 1``: exact for every value but a
-    signalling NaN, which comes out quiet (``somatcopy`` multiplies by ``alpha``).  NumPy's strided copy walks ``out`` row by row
+    operand) of at least :data:`OMATCOPY_MIN_SIZE` elements, the copy goes through OpenBLAS's
+    ``somatcopy`` with ``alpha = 1``: exact for every value but a signalling NaN, which comes
+    out quiet (``somatcopy`` multiplies by ``alpha``).  NumPy's strided copy walks ``out`` row by row
     and so reads the original array down its columns.  Measured, one core, NumPy vs
-    ``somatcopy``: 128 × 512 in 39 vs 12 µs, 256 × 1024 in 302 vs 65 µs, 512 × 2048 in 3.7 vs
+    ``somatcopy``: 128 × 512 in 39 vs 16 µs, 256 × 1024 in 302 vs 65 µs, 512 × 2048 in 3.7 vs
     0.34 ms.  (This OpenBLAS's ``domatcopy`` lost to NumPy at 128 × 512, 137 vs 57 µs: float64
     keeps NumPy's copy.)  Everything else goes through NumPy's assignment, which also keeps
     its checks: a read-only ``out``, or ``out`` overlapping ``M`` (``somatcopy`` would write
@@ -495,7 +479,9 @@ def copy_matrix(M, out):
             or not _blas_may_write(out, M)):
         out[...] = M
         return
-    _somatcopy(base, out)                        # base (rows, cols), row-major; out = baseᵀ (cols, rows)
+    rows, cols = base.shape                     # base (rows, cols), row-major; out = baseᵀ (cols, rows)
+    _somatcopy(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, rows, cols, 1.0, base.ctypes.data, cols,
+               out.ctypes.data, rows)
 
 
 # Row helpers written as loops: array expressions (``a[:] = b``, ``a += b``) would compile
