@@ -72,6 +72,10 @@ def test_empty_aligned_takes_shapes_as_np_empty_does():
             memory.empty_aligned(shape, np.float32)
     with pytest.raises(TypeError):
         memory.empty_aligned((2.5, 3), np.float32)
+    for shape in (np.array([2, 3]), range(2, 4), [2, 3]):  # other sequences of sizes
+        assert memory.empty_aligned(shape, np.float32).shape == (2, 3)
+    with pytest.raises(TypeError, match="plain numbers"):
+        memory.empty_aligned((2, 3), object)
 
 
 def test_weight_operands_are_aligned():

@@ -135,7 +135,7 @@ def test_phase_gemms_on_threads_match_numpy(R, K, N, threads, dtype, with_bias, 
         mp.setattr(bptt.gemm, "add_product_rows", lambda *a: calls.append(a[3:]) or real(*a))
         mp.setattr(numba, "get_num_threads", lambda: threads)
         _check_phase_gemms(R, K, N, dtype, with_bias, seed)
-    blocks = sorted(calls)                     # every row of the projection (T·B = 2R) in one block
+    blocks = sorted(calls)                     # each row of the projection (T·B = 2R) in exactly one block
     if through_blas and bptt.gemm.HAVE_BLAS:
         assert blocks[0][0] == 0 and blocks[-1][1] == 2 * R
         assert all(a1 == b0 for (_, a1), (b0, _) in zip(blocks, blocks[1:]))
@@ -358,7 +358,7 @@ def test_together_is_per_python_thread():
 
 def test_a_forked_child_restores_blas_threads_left_single_by_a_parent_thread(two_blas_threads):
     """A fork while another thread is inside ``single_threaded_blas``: the child never sees
-    that thread leave, so its at-fork hook restores OpenBLAS's count and the nesting depth."""
+    that thread leave, so its at-fork hook restores OpenBLAS's count and the count of threads inside."""
     import threading
     get, put = two_blas_threads
     gemm = bptt.gemm
@@ -400,3 +400,57 @@ def test_a_child_forked_inside_a_block_keeps_it(two_blas_threads):
     with gemm.single_threaded_blas():
         assert get() == 1
     assert get() == 2
+
+
+@pytest.mark.skipif(not bptt.gemm.HAVE_BLAS, reason="no usable BLAS in NumPy here")
+@pytest.mark.parametrize("T,through_blas", [(1023, False), (1024, True)])
+def test_input_projection_goes_to_blas_from_its_threshold(T, through_blas, monkeypatch):
+    """With the default ``INPUT_BLAS_MIN_MACS`` (2^22): T·B·D·G = 1024·1·32·128 on one thread goes
+    to ``gemm.add_product_rows``, one row less to NumPy; both give the product plus the bias."""
+    assert bptt.INPUT_BLAS_MIN_MACS == 1 << 22
+    calls = []
+    real = bptt.gemm.add_product_rows
+    monkeypatch.setattr(bptt.gemm, "add_product_rows", lambda *a: calls.append(a[3:]) or real(*a))
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
+    rng = np.random.default_rng(T)
+    x = rng.standard_normal((T, 1, 32)).astype(np.float32)
+    W, b = rng.standard_normal((128, 32)).astype(np.float32), rng.standard_normal(128).astype(np.float32)
+    got = bptt.input_projection(x, W, b)
+    ref = x.astype(np.float64) @ W.T.astype(np.float64) + b
+    np.testing.assert_allclose(got, ref, rtol=2e-5, atol=2e-5 * np.abs(ref).max())
+    assert calls == ([(0, T)] if through_blas else [])
+
+
+def test_single_threaded_blas_survives_an_error_and_counts_without_openblas(two_blas_threads, monkeypatch):
+    """An exception inside nested blocks leaves OpenBLAS's count, the threads inside and this
+    thread's depth as they were; leaving a block on a thread that never entered it raises; with
+    no OpenBLAS thread control the blocks still nest (and touch nothing)."""
+    import threading
+    get, _ = two_blas_threads
+    gemm = bptt.gemm
+    with pytest.raises(KeyError):
+        with gemm.single_threaded_blas():
+            with gemm.single_threaded_blas():
+                assert get() == 1 and gemm._blas_holders == 1 and gemm._blas_mine.depth == 2
+                raise KeyError("inside")
+    assert get() == 2 and gemm._blas_holders == 0 and gemm._blas_mine.depth == 0
+    block = gemm.single_threaded_blas()
+    block.__enter__()
+    errors = []
+
+    def leave_elsewhere():
+        try:
+            block.__exit__(None, None, None)
+        except RuntimeError as exc:
+            errors.append(exc)
+    t = threading.Thread(target=leave_elsewhere)
+    t.start()
+    t.join(10)
+    assert len(errors) == 1 and "did not enter" in str(errors[0]) and get() == 1
+    block.__exit__(None, None, None)                       # left where it was entered
+    assert get() == 2 and gemm._blas_holders == 0
+    monkeypatch.setattr(gemm, "_threads", None)
+    with gemm.single_threaded_blas():
+        with gemm.single_threaded_blas():
+            assert gemm._blas_mine.depth == 2 and gemm._blas_holders == 0 and get() == 2
+    assert gemm._blas_mine.depth == 0

@@ -687,7 +687,7 @@ def input_projection(x, W_ih, b):
         out[:] = bias
 
     def part(r0, r1):
-        if gemm.HAVE_BLAS and (r1 - r0) * D * W.shape[0] >= INPUT_BLAS_MIN_MACS:
+        if gemm.HAVE_BLAS and dtype.char in "fd" and (r1 - r0) * D * W.shape[0] >= INPUT_BLAS_MIN_MACS:
             gemm.add_product_rows(X, W, out, r0, r1)
         else:                                  # small, or where NumPy carries another BLAS
             out[r0:r1] += X[r0:r1] @ W.T

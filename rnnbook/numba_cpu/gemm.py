@@ -169,7 +169,10 @@ class _SingleThreadedBlas:
 
     def __exit__(self, *exc):
         global _blas_holders
-        _blas_mine.depth = depth = _blas_mine.depth - 1
+        depth = getattr(_blas_mine, "depth", 0) - 1
+        if depth < 0:
+            raise RuntimeError("single_threaded_blas: a block left on a thread that did not enter it")
+        _blas_mine.depth = depth
         if depth == 0 and _threads is not None:
             with _blas_lock:
                 _blas_holders -= 1

@@ -86,7 +86,14 @@ def empty_aligned(shape, dtype):
     allocation of bytes and one array on it at the right offset (the form with ``np.ndim``,
     a slice, a view and a reshape took 5.9 µs, this one 2.6)."""
     dtype = np.dtype(dtype)
-    shape = tuple(map(operator.index, shape)) if isinstance(shape, (tuple, list)) else (operator.index(shape),)
+    if dtype.hasobject:                     # (an object array on uninitialised bytes would crash)
+        raise TypeError(f"empty_aligned holds plain numbers, not {dtype}")
+    if isinstance(shape, (tuple, list)):
+        shape = tuple(map(operator.index, shape))
+    elif np.ndim(shape) == 0:
+        shape = (operator.index(shape),)
+    else:                                   # an array or range of sizes, as np.empty takes it
+        shape = tuple(map(operator.index, shape))
     if min(shape, default=0) < 0:           # (np.ndarray lets a shape of (-1,) through)
         raise ValueError(f"negative dimensions are not allowed: {shape}")
     n = math.prod(shape) * dtype.itemsize
