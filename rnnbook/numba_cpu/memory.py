@@ -88,12 +88,10 @@ def empty_aligned(shape, dtype):
     dtype = np.dtype(dtype)
     if dtype.hasobject:                     # (an object array on uninitialised bytes would crash)
         raise TypeError(f"empty_aligned holds plain numbers, not {dtype}")
-    if isinstance(shape, (tuple, list)):
-        shape = tuple(map(operator.index, shape))
-    elif np.ndim(shape) == 0:
+    if isinstance(shape, (tuple, list)) or np.ndim(shape) > 0:   # (np.ndim only for the rare forms:
+        shape = tuple(map(operator.index, shape))                # an array or range of sizes)
+    else:
         shape = (operator.index(shape),)
-    else:                                   # an array or range of sizes, as np.empty takes it
-        shape = tuple(map(operator.index, shape))
     if min(shape, default=0) < 0:           # (np.ndarray lets a shape of (-1,) through)
         raise ValueError(f"negative dimensions are not allowed: {shape}")
     n = math.prod(shape) * dtype.itemsize
