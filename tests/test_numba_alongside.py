@@ -151,13 +151,18 @@ def test_no_block_is_read_before_the_loop_announces_it(monkeypatch):
     np.testing.assert_allclose(dX, values @ W_ih, rtol=1e-12)
 
 
-@pytest.mark.parametrize("through_blas", [False, True])
-def test_weight_sums_do_not_depend_on_timing(through_blas, monkeypatch):
+@pytest.mark.parametrize("route", ["prepared", "blas", "numpy"])
+def test_weight_sums_do_not_depend_on_timing(route, monkeypatch):
     """The sums are added block after block on one thread: bit for bit the same, however fast
-    the loop goes, through NumPy's products or BLAS's β = 1 adds -- and the right sums."""
+    the loop goes, whichever way a block is added (one BLAS call prepared for all blocks,
+    ``gemm.sum_of_products_by_blocks``; or block by block through ``add_sum_of_products``,
+    by BLAS's β = 1 adds or NumPy's products) -- and the right sums."""
     monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 8)
-    monkeypatch.setattr(bptt.gemm, "CTYPES_MIN_MACS", 0 if through_blas else 1 << 62)
+    if route != "prepared":
+        monkeypatch.setattr(bptt.gemm, "sum_of_products_by_blocks", lambda A, X, C: (
+            lambda r0, r1, first: bptt.gemm.add_sum_of_products(A[r0:r1], X[r0:r1], C, first)))
+        monkeypatch.setattr(bptt.gemm, "CTYPES_MIN_MACS", 0 if route == "blas" else 1 << 62)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     rng = np.random.default_rng(6)
     T, B, G, D = 64, 1, 8, 5
@@ -351,7 +356,7 @@ LAYOUTS = ["wide", "reversed", "broadcast", "overlapping", "record", "unaligned"
 @given(R=st.integers(1, 40), G=st.integers(1, 20), K=st.integers(1, 20),
        dtype=st.sampled_from([np.float32, np.float64]), through_blas=st.booleans(),
        a_layout=st.sampled_from(LAYOUTS), x_layout=st.sampled_from(LAYOUTS), seed=st.integers(0, 2**16))
-def test_sum_of_products_by_blocks(R, G, K, dtype, through_blas, a_layout, x_layout, seed):
+def test_add_sum_of_products(R, G, K, dtype, through_blas, a_layout, x_layout, seed):
     """``gemm.add_sum_of_products``: stores ``AᵀX`` for the first block and adds the next ones,
     through BLAS with β = 1 or through NumPy, for ``A`` and ``X`` laid out as any view may be
     (a row stride of their own, reversed, broadcast, overlapping rows: the last three are
@@ -367,6 +372,47 @@ def test_sum_of_products_by_blocks(R, G, K, dtype, through_blas, a_layout, x_lay
     ref = A.astype(np.float64).T @ X.astype(np.float64)
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(C, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+@settings(max_examples=80, deadline=None)
+@given(R=st.integers(1, 60), G=st.integers(1, 20), K=st.integers(1, 20),
+       dtype=st.sampled_from([np.float32, np.float64]), a_layout=st.sampled_from(["plain"] + LAYOUTS),
+       x_layout=st.sampled_from(["plain"] + LAYOUTS), data=st.data(), seed=st.integers(0, 2**16))
+def test_sum_of_products_by_blocks(R, G, K, dtype, a_layout, x_layout, data, seed):
+    """``gemm.sum_of_products_by_blocks``: blocks of rows in any sizes, taken from the last rows
+    up as a backward loop gives them, sum to ``AᵀX`` in ``C`` (which starts as NaN: the first
+    block must not read it).  Where BLAS can read both arrays (``plain``, ``wide``) each block
+    is one BLAS call made here, none through ``add_sum_of_products`` (so may other layouts
+    where a dimension is 1); otherwise every block goes through ``add_sum_of_products``."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((R, G)).astype(dtype) if a_layout == "plain" else _laid_out(rng, (R, G), dtype, a_layout)
+    X = rng.standard_normal((R, K)).astype(dtype) if x_layout == "plain" else _laid_out(rng, (R, K), dtype, x_layout)
+    cuts = sorted(data.draw(st.sets(st.integers(1, R - 1), max_size=8)) if R > 1 else [])
+    blocks = list(zip([0] + cuts, cuts + [R]))[::-1]
+    C = np.full((G, K), np.nan, dtype)
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        real = bptt.gemm.add_sum_of_products
+        mp.setattr(bptt.gemm, "add_sum_of_products", lambda *a: calls.append(a[3]) or real(*a))
+        add = bptt.gemm.sum_of_products_by_blocks(A, X, C)
+        for n, (r0, r1) in enumerate(blocks):
+            add(r0, r1, n == 0)
+    blas = bptt.gemm.HAVE_BLAS and bptt.gemm._blas_rows(A) and bptt.gemm._blas_rows(X)
+    if a_layout in ("plain", "wide") and x_layout in ("plain", "wide"):
+        assert blas == bptt.gemm.HAVE_BLAS
+    assert calls == ([] if blas else [n == 0 for n in range(len(blocks))])
+    ref = A.astype(np.float64).T @ X.astype(np.float64)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(C, ref, rtol=tol, atol=tol * max(np.abs(ref).max(), 1))
+
+
+@pytest.mark.parametrize("rows", [(-1, 2), (3, 3), (2, 9), (5, 4)])
+def test_sum_of_products_by_blocks_refuses_rows_outside_the_arrays(rows):
+    A, X = np.ones((8, 3), np.float32), np.ones((8, 2), np.float32)
+    add = bptt.gemm.sum_of_products_by_blocks(A, X, np.zeros((3, 2), np.float32))
+    if bptt.gemm.HAVE_BLAS:
+        with pytest.raises(ValueError, match="not a block"):
+            add(*rows, False)
 
 
 @settings(max_examples=60, deadline=None)
@@ -424,7 +470,7 @@ def test_inputs_of_any_layout_alongside_the_loop(cell, layout, T, D, H, seed):
     packed record or unaligned, through the BLAS sums by blocks (of 8 steps), it still
     gives the reference's gradients to 1e-10.  float64: a lost or misread block is what this
     checks, and float32's rounding over up to 60 steps would need a tolerance of its own
-    (the float32 sums in every layout: ``test_sum_of_products_by_blocks``)."""
+    (the float32 sums in every layout: ``test_add_sum_of_products``, ``test_sum_of_products_by_blocks``)."""
     arch, opts = cell
     dtype = np.float64
     rng = np.random.default_rng(seed)

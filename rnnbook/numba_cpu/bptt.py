@@ -719,8 +719,10 @@ def weight_gradient(dZ, inputs):
     def part(g0, g1):
         gemm.transposed_product(dZ.reshape(T * B, G)[:, g0:g1], X, out[g0:g1])
 
+    add = gemm.sum_of_products_by_blocks(dZ.reshape(T * B, G), X, out)
+
     def steps(t0, t1, first):
-        gemm.add_sum_of_products(dZ[t0:t1].reshape((t1 - t0) * B, G), X[t0 * B:t1 * B], out, first)
+        add(t0 * B, t1 * B, first)
     on_threads(part, G, T * B * G * X.shape[1], steps=steps)
     return out
 

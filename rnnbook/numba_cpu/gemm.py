@@ -406,6 +406,40 @@ def add_sum_of_products(A, X, C, first):
         np.add(C, transposed_product(A, X), out=C)
 
 
+def sum_of_products_by_blocks(A, X, C):
+    """``add(r0, r1, first)``: :func:`add_sum_of_products` for the rows ``r0 .. r1-1`` of
+    ``A (R, G)`` and ``X (R, K)`` into ``C (G, K)`` (``C = A[r0:r1]ᵀ X[r0:r1]`` with ``first``,
+    else ``C += …``), with what a block's BLAS call needs worked out once for all blocks.
+
+    A weight gradient summed alongside the loop adds 10-20 blocks per call
+    (``bptt.weight_gradient``).  Through :func:`add_sum_of_products` each block pays its
+    checks and a ctypes call with 14 converted arguments, ~9 µs beside the product (measured,
+    one core, float32, 128 × 256 × 64: 53 µs against 44 for the bare BLAS call).  Whether BLAS
+    can read ``A`` and ``X`` and write ``C`` holds for every block of rows if it holds for the
+    whole arrays, so it is asked once, here; a block is then pointer arithmetic and one
+    ``?gemm`` (``β = 0`` for the first block, which BLAS does not read ``C`` for, ``β = 1`` for
+    the others), ~2 µs beside the product.  That wins at every size, so there is no
+    threshold (measured, 256 × 64 with R rows: R=1 2.8 µs against 11.1 through NumPy, R=8
+    4.7 against 7.1, R=32 11.4 against 13.8).  Arrays BLAS cannot take go block by block
+    through :func:`add_sum_of_products`.
+    """
+    R, G, K = A.shape[0], A.shape[1], X.shape[1]
+    if not (HAVE_BLAS and A.ndim == X.ndim == C.ndim == 2 and A.dtype == X.dtype == C.dtype
+            and C.dtype.char in _ctypes_gemm and X.shape[0] == R and C.shape == (G, K)
+            and _blas_rows(A) and _blas_rows(X) and _blas_may_write(C, A, X)):
+        return lambda r0, r1, first: add_sum_of_products(A[r0:r1], X[r0:r1], C, first)
+    fn, scalar = _ctypes_gemm[C.dtype.char]
+    zero, one, lda, ldx = scalar(0.0), scalar(1.0), _row_stride(A), _row_stride(X)
+    a, x, c, a_row, x_row = A.ctypes.data, X.ctypes.data, C.ctypes.data, A.strides[0], X.strides[0]
+
+    def add(r0, r1, first):
+        if not 0 <= r0 < r1 <= R:
+            raise ValueError(f"rows {r0} .. {r1 - 1} are not a block of the {R} rows")
+        fn(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, _CBLAS_NO_TRANS, G, K, r1 - r0, one,
+           a + r0 * a_row, lda, x + r0 * x_row, ldx, zero if first else one, c, K)
+    return add
+
+
 def _blas_rows(a):
     """Whether BLAS can read the 2-D array ``a`` as rows with a leading dimension: aligned, its
     elements contiguous within a row, and the rows a whole number of elements apart, at least
