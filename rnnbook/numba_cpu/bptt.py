@@ -711,7 +711,7 @@ def weight_gradient(dZ, inputs):
     """``Σ_t dZ_t^T inputs_t`` as one GEMM: ``dZ (T, B, G)``, ``inputs (T, B, K)`` -> ``(G, K)``.
 
     By blocks of steps (alongside the loop, :func:`run_tiles`) each block adds its terms into
-    the result in place (``gemm.add_sum_of_products``)."""
+    the result in place, one BLAS call each (``gemm.sum_of_products_by_blocks``)."""
     T, B, G = dZ.shape
     X = inputs.reshape(T * B, -1)
     out = np.empty((G, X.shape[1]), np.result_type(dZ.dtype, X.dtype))
@@ -719,10 +719,12 @@ def weight_gradient(dZ, inputs):
     def part(g0, g1):
         gemm.transposed_product(dZ.reshape(T * B, G)[:, g0:g1], X, out[g0:g1])
 
-    add = gemm.sum_of_products_by_blocks(dZ.reshape(T * B, G), X, out)
+    blocks = []                              # the sum's BLAS call, prepared at its first block
 
     def steps(t0, t1, first):
-        add(t0 * B, t1 * B, first)
+        if first:                            # (not before: most calls never sum by blocks)
+            blocks[:] = [gemm.sum_of_products_by_blocks(dZ.reshape(T * B, G), X, out)]
+        blocks[0](t0 * B, t1 * B, first)
     on_threads(part, G, T * B * G * X.shape[1], steps=steps)
     return out
 
