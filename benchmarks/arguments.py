@@ -19,3 +19,32 @@ def use_threads(n: int) -> None:
     for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[v] = str(n)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def single_sequence_arguments(ap: argparse.ArgumentParser, H: list[int], rounds: int) -> argparse.Namespace:
+    """Parse the options of the scripts that compare two settings of the Numba backend on single
+    sequences (``--cells``, ``--H``, ``--B``, ``--T``, ``--rounds``, ``--threads``; defaults B=1,
+    T=1024, two threads), then :func:`use_threads`."""
+    ap.add_argument("--cells", nargs="+", choices=["lstm", "gru", "rnn"], default=["lstm", "gru", "rnn"])
+    ap.add_argument("--H", type=positive, nargs="+", default=H)
+    ap.add_argument("--B", type=positive, default=1)
+    ap.add_argument("--T", type=positive, default=1024)
+    ap.add_argument("--rounds", type=positive, default=rounds)
+    ap.add_argument("--threads", type=positive, default=2)
+    args = ap.parse_args()
+    use_threads(args.threads)
+    return args
+
+
+def random_problem(cell: str, H: int, T: int, B: int):
+    """``(params, x, dy)`` in float32 for ``cell`` with ``D = H``, seeded by ``H``: the weights
+    of ``init_params`` with noise added to every entry (biases included)."""
+    import numpy as np
+
+    import rnnbook as rb
+    rng = np.random.default_rng(H)
+    params = rb.init_params(cell, H, H, dtype=np.float32, seed=H)
+    params = {k: (v + 0.1 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in params.items()}
+    x = rng.standard_normal((T, B, H)).astype(np.float32)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    return params, x, dy

@@ -18,17 +18,9 @@ import argparse
 import os
 import time
 
-from arguments import positive, use_threads  # beside this script
+from arguments import random_problem, single_sequence_arguments  # beside this script
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--cells", nargs="+", choices=["lstm", "gru", "rnn"], default=["lstm", "gru", "rnn"])
-ap.add_argument("--H", type=positive, nargs="+", default=[64, 96, 128, 256])
-ap.add_argument("--B", type=positive, default=1)
-ap.add_argument("--T", type=positive, default=1024)
-ap.add_argument("--rounds", type=positive, default=30)
-ap.add_argument("--threads", type=positive, default=2)
-args = ap.parse_args()
-use_threads(args.threads)
+args = single_sequence_arguments(argparse.ArgumentParser(), H=[64, 96, 128, 256], rounds=30)
 
 import numpy as np  # noqa: E402
 
@@ -51,11 +43,7 @@ print(f"B={args.B} T={args.T} float32, {args.threads} threads, {args.rounds} int
 print(f"{'cell':<5} {'H':>5} {'whole':>8} {'short':>8} {'ratio':>6} {'short faster':>13}  chosen")
 for cell in args.cells:
     for H in args.H:
-        rng = np.random.default_rng(H)
-        params = rb.init_params(cell, H, H, dtype=np.float32, seed=H)
-        params = {k: (v + 0.1 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in params.items()}
-        x = rng.standard_normal((args.T, args.B, H)).astype(np.float32)
-        dy = rng.standard_normal((args.T, args.B, H)).astype(np.float32)
+        params, x, dy = random_problem(cell, H, args.T, args.B)
         times = {"whole": [], "short": []}
         for r in range(args.rounds):
             for mode in (("whole", "short") if r % 2 else ("short", "whole")):

@@ -19,17 +19,9 @@ import argparse
 import os
 import time
 
-from arguments import positive, use_threads  # beside this script
+from arguments import random_problem, single_sequence_arguments  # beside this script
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--cells", nargs="+", choices=["lstm", "gru", "rnn"], default=["lstm", "gru", "rnn"])
-ap.add_argument("--H", type=positive, nargs="+", default=[64, 128])
-ap.add_argument("--B", type=positive, default=1)
-ap.add_argument("--T", type=positive, default=1024)
-ap.add_argument("--rounds", type=positive, default=100)
-ap.add_argument("--threads", type=positive, default=2)
-args = ap.parse_args()
-use_threads(args.threads)
+args = single_sequence_arguments(argparse.ArgumentParser(), H=[64, 128], rounds=100)
 
 import numpy as np  # noqa: E402
 
@@ -58,11 +50,7 @@ print(f"{'cell':<5} {'H':>5} {'per block':>10} {'prepared':>9} {'ratio':>6} {'pa
 try:
     for cell in args.cells:
         for H in args.H:
-            rng = np.random.default_rng(H)
-            params = rb.init_params(cell, H, H, dtype=np.float32, seed=H)
-            params = {k: (v + 0.1 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in params.items()}
-            x = rng.standard_normal((args.T, args.B, H)).astype(np.float32)
-            dy = rng.standard_normal((args.T, args.B, H)).astype(np.float32)
+            params, x, dy = random_problem(cell, H, args.T, args.B)
             times = {"block": [], "prepared": []}
             for mode in ("block", "prepared") * 5:                  # warm-up
                 backward_time(cell, params, x, dy, mode)
