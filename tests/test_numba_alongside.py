@@ -408,9 +408,9 @@ def test_sum_of_products_by_blocks(R, G, K, dtype, a_layout, x_layout, data, see
 
 @pytest.mark.parametrize("rows", [(-1, 2), (3, 3), (2, 9), (5, 4)])
 def test_sum_of_products_by_blocks_refuses_rows_outside_the_arrays(rows):
-    A, X = np.ones((8, 3), np.float32), np.ones((8, 2), np.float32)
-    add = bptt.gemm.sum_of_products_by_blocks(A, X, np.zeros((3, 2), np.float32))
-    if bptt.gemm.HAVE_BLAS:
+    A = np.ones((8, 3), np.float32)
+    for X in (np.ones((8, 2), np.float32), np.ones((8, 2), np.float64)):   # BLAS, or add_sum_of_products
+        add = bptt.gemm.sum_of_products_by_blocks(A, X, np.zeros((3, 2), X.dtype))
         with pytest.raises(ValueError, match="not a block"):
             add(*rows, False)
 

@@ -421,22 +421,26 @@ def sum_of_products_by_blocks(A, X, C):
     the others), ~2 µs beside the product.  That wins at every size, so there is no
     threshold (measured, 256 × 64 with R rows: R=1 2.8 µs against 11.1 through NumPy, R=8
     4.7 against 7.1, R=32 11.4 against 13.8).  Arrays BLAS cannot take go block by block
-    through :func:`add_sum_of_products`.
+    through :func:`add_sum_of_products`.  Rows that are not a block of ``0 .. R-1`` raise
+    ``ValueError`` (a BLAS call would read outside the arrays).
     """
     R, G, K = A.shape[0], A.shape[1], X.shape[1]
-    if not (HAVE_BLAS and A.ndim == X.ndim == C.ndim == 2 and A.dtype == X.dtype == C.dtype
+    blas = (HAVE_BLAS and A.ndim == X.ndim == C.ndim == 2 and A.dtype == X.dtype == C.dtype
             and C.dtype.char in _ctypes_gemm and X.shape[0] == R and C.shape == (G, K)
-            and _blas_rows(A) and _blas_rows(X) and _blas_may_write(C, A, X)):
-        return lambda r0, r1, first: add_sum_of_products(A[r0:r1], X[r0:r1], C, first)
-    fn, scalar = _ctypes_gemm[C.dtype.char]
-    zero, one, lda, ldx = scalar(0.0), scalar(1.0), _row_stride(A), _row_stride(X)
-    a, x, c, a_row, x_row = A.ctypes.data, X.ctypes.data, C.ctypes.data, A.strides[0], X.strides[0]
+            and _blas_rows(A) and _blas_rows(X) and _blas_may_write(C, A, X))
+    if blas:
+        fn, scalar = _ctypes_gemm[C.dtype.char]
+        zero, one, lda, ldx = scalar(0.0), scalar(1.0), _row_stride(A), _row_stride(X)
+        a, x, c, a_row, x_row = A.ctypes.data, X.ctypes.data, C.ctypes.data, A.strides[0], X.strides[0]
 
-    def add(r0, r1, first):
+    def add(r0, r1, first, arrays=(A, X, C)):     # (the arrays stay alive while BLAS may use them)
         if not 0 <= r0 < r1 <= R:
             raise ValueError(f"rows {r0} .. {r1 - 1} are not a block of the {R} rows")
-        fn(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, _CBLAS_NO_TRANS, G, K, r1 - r0, one,
-           a + r0 * a_row, lda, x + r0 * x_row, ldx, zero if first else one, c, K)
+        if not blas:
+            add_sum_of_products(A[r0:r1], X[r0:r1], C, first)
+        else:
+            fn(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, _CBLAS_NO_TRANS, G, K, r1 - r0, one,
+               a + r0 * a_row, lda, x + r0 * x_row, ldx, zero if first else one, c, K)
     return add
 
 
