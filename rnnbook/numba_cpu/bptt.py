@@ -719,12 +719,13 @@ def weight_gradient(dZ, inputs):
     def part(g0, g1):
         gemm.transposed_product(dZ.reshape(T * B, G)[:, g0:g1], X, out[g0:g1])
 
-    blocks = []                              # the sum's BLAS call, prepared at its first block
+    add = None                               # the sum's BLAS call, prepared at its first block
 
     def steps(t0, t1, first):
+        nonlocal add
         if first:                            # (not before: most calls never sum by blocks)
-            blocks[:] = [gemm.sum_of_products_by_blocks(dZ.reshape(T * B, G), X, out)]
-        blocks[0](t0 * B, t1 * B, first)
+            add = gemm.sum_of_products_by_blocks(dZ.reshape(T * B, G), X, out)
+        add(t0 * B, t1 * B, first)
     on_threads(part, G, T * B * G * X.shape[1], steps=steps)
     return out
 

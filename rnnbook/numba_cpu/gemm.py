@@ -367,15 +367,23 @@ def transposed_product(A, X, out=None):
 def _gemm_tn(A, X, C, beta):
     """``C = Aᵀ X + beta · C`` as one BLAS GEMM, if BLAS can take the arrays as they are (see
     :func:`add_sum_of_products`); whether it did."""
-    if not (HAVE_BLAS and A.dtype == X.dtype == C.dtype and C.dtype.char in _ctypes_gemm
-            and _blas_rows(A) and _blas_rows(X) and C.shape == (A.shape[1], X.shape[1])
-            and A.shape[0] == X.shape[0] and _blas_may_write(C, A, X)):
+    if not _tn_fits_blas(A, X, C):
         return False
     R, G, K = A.shape[0], A.shape[1], X.shape[1]
     fn, scalar = _ctypes_gemm[C.dtype.char]
     fn(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, _CBLAS_NO_TRANS, G, K, R, scalar(1.0),
        A.ctypes.data, _row_stride(A), X.ctypes.data, _row_stride(X), scalar(beta), C.ctypes.data, K)
     return True
+
+
+def _tn_fits_blas(A, X, C):
+    """Whether BLAS can compute ``C = Aᵀ X (+ C)`` on the arrays as they are: 2-D, one dtype
+    it has, shapes that fit, ``A`` and ``X`` rows it can read (:func:`_blas_rows`) and ``C``
+    an array it may write (:func:`_blas_may_write`)."""
+    return (HAVE_BLAS and A.ndim == X.ndim == C.ndim == 2 and A.dtype == X.dtype == C.dtype
+            and C.dtype.char in _ctypes_gemm and A.shape[0] == X.shape[0]
+            and C.shape == (A.shape[1], X.shape[1]) and _blas_rows(A) and _blas_rows(X)
+            and _blas_may_write(C, A, X))
 
 
 def _blas_may_write(out, *sources):
@@ -425,15 +433,13 @@ def sum_of_products_by_blocks(A, X, C):
     ``ValueError`` (a BLAS call would read outside the arrays).
     """
     R, G, K = A.shape[0], A.shape[1], X.shape[1]
-    blas = (HAVE_BLAS and A.ndim == X.ndim == C.ndim == 2 and A.dtype == X.dtype == C.dtype
-            and C.dtype.char in _ctypes_gemm and X.shape[0] == R and C.shape == (G, K)
-            and _blas_rows(A) and _blas_rows(X) and _blas_may_write(C, A, X))
+    blas = _tn_fits_blas(A, X, C)
     if blas:
         fn, scalar = _ctypes_gemm[C.dtype.char]
         zero, one, lda, ldx = scalar(0.0), scalar(1.0), _row_stride(A), _row_stride(X)
         a, x, c, a_row, x_row = A.ctypes.data, X.ctypes.data, C.ctypes.data, A.strides[0], X.strides[0]
 
-    def add(r0, r1, first, arrays=(A, X, C)):     # (the arrays stay alive while BLAS may use them)
+    def add(r0, r1, first):                    # (holds A, X and C: alive while BLAS reads their addresses)
         if not 0 <= r0 < r1 <= R:
             raise ValueError(f"rows {r0} .. {r1 - 1} are not a block of the {R} rows")
         if not blas:
