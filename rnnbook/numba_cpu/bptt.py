@@ -357,8 +357,6 @@ def _ramps(tiling: Tiling, T: int, B: int) -> bool:
 
 def _run_here(job):
     """A recorded product with no form by steps, on this thread, all rows at once."""
-    if job.setup is not None:
-        job.setup()
     job.part(0, job.R)
 
 
@@ -552,8 +550,7 @@ class Product(NamedTuple):
     bias gradient) ``steps`` adds the block's terms (stores them with ``first``), and the
     blocks must come in one order on one thread; a result with a part per step
     (``per_step``: the input projection, the input gradient) takes its blocks in any order,
-    on any thread.  ``setup()``, if given, runs on the calling thread before the parts (not
-    before the blocks, which do their own): the input projection writes its bias there.
+    on any thread.
     """
     part: object
     R: int
@@ -562,10 +559,9 @@ class Product(NamedTuple):
     steps: object = None
     total: object = None
     per_step: bool = False
-    setup: object = None
 
 
-def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False, setup=None):
+def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False):
     """Run ``part(r0, r1)`` over row blocks covering ``0 .. R-1``: one per thread of the backend
     when the job (``macs`` multiply-adds) is big enough, with BLAS single-threaded inside;
     then ``then()`` (if given) on this thread.  Inside :func:`together` or :func:`deferred`
@@ -580,7 +576,7 @@ def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False,
     projection, the recurrence ran no faster on two row blocks than on one, and 1.8x faster
     without it.  The helper threads (``workers.py``) sleep when idle.
     """
-    job = Product(part, R, macs, then, steps, total, per_step, setup)
+    job = Product(part, R, macs, then, steps, total, per_step)
     queued = getattr(_together, "jobs", None)
     if queued is not None:
         queued.append(job)
@@ -594,9 +590,6 @@ def _run_jobs(jobs):
     job (each cut into as many row blocks as there are threads, or rows), else this thread
     runs them all; then each job's ``then``."""
     n = numba.get_num_threads() if sum(job.macs for job in jobs) >= GEMM_MIN_MACS_FOR_THREADS else 1
-    for job in jobs:
-        if job.setup is not None:
-            job.setup()
 
     def thread(k):
         for job in jobs:
@@ -666,15 +659,16 @@ INPUT_BLAS_MIN_MACS = 1 << 22
 def input_projection(x, W_ih, b):
     """``X W_ih^T + b`` for all steps at once: ``x (T, B, D)`` -> ``(T, B, G)``, a fresh C array.
 
-    The bias (or zero) is written first, on the calling thread (``setup``), and the product
-    is then added into it with the rows on threads (``gemm.add_product_rows``; a block of
-    fewer than :data:`INPUT_BLAS_MIN_MACS` multiply-adds through NumPy).  Adding the
-    bias after the product would cost a second pass over the result (12 of 30 ms at 8192 ×
-    1024, measured), and letting the threads make the first writes would have them
-    page-fault the fresh array concurrently, which this VM serialises badly (38 ms against
-    20 ms this way).  Recorded for ``run_tiles(..., before=...)`` and run ahead of a forward
-    loop on one block, each block of steps writes its own bias rows and adds its product:
-    the loop's thread does not wait for a pass over the whole array.
+    Each block of rows, on its thread, writes the bias (or zero) into its rows of the result
+    and then adds its product into them (``gemm.add_product_rows``; a block of fewer than
+    :data:`INPUT_BLAS_MIN_MACS` multiply-adds through NumPy).  Adding the bias after the
+    product would cost a second pass over the result (12 of 30 ms at 8192 × 1024, measured).
+    The bias used to be written over the whole array on the calling thread first, while the
+    other threads waited: on the first development VM (Intel) threads page-faulting a fresh
+    array at the same time took 38 ms against 20 ms.  On the AMD VM the threads writing their
+    own rows are faster at every size tried, fresh (mmap-ed) or reused memory alike
+    (``benchmarks/input_bias.py``).  Recorded for ``run_tiles(..., before=...)`` and run ahead
+    of a forward loop on one block, each block of steps does the same for its rows.
     """
     T, B, D = x.shape
     dtype = np.result_type(x.dtype, W_ih.dtype, *(() if b is None else (b.dtype,)))
@@ -683,19 +677,16 @@ def input_projection(x, W_ih, b):
     out = np.empty((T * B, W.shape[0]), dtype)
     bias = 0 if b is None else b
 
-    def setup():
-        out[:] = bias
-
     def part(r0, r1):
+        out[r0:r1] = bias
         if gemm.HAVE_BLAS and dtype.char in "fd" and (r1 - r0) * D * W.shape[0] >= INPUT_BLAS_MIN_MACS:
             gemm.add_product_rows(X, W, out, r0, r1)
         else:                                  # small, or where NumPy carries another BLAS
             out[r0:r1] += X[r0:r1] @ W.T
 
     def steps(t0, t1, first):
-        out[t0 * B:t1 * B] = bias
         part(t0 * B, t1 * B)
-    on_threads(part, T * B, T * B * D * W.shape[0], steps=steps, per_step=True, setup=setup)
+    on_threads(part, T * B, T * B * D * W.shape[0], steps=steps, per_step=True)
     return out.reshape(T, B, -1)
 
 
