@@ -54,6 +54,6 @@ for cell in args.cells:
         whole, short = (np.array(times[m]) / args.T * 1e6 for m in ("whole", "short"))
         tiling = bptt.plan_tiles(args.B, H, GATES[cell] * H, args.T, H)
         chosen = (("short" if bptt._ramps(tiling, args.T, args.B) else "whole")
-                  if bptt.leaves_a_thread(tiling) else "(no helper)")
+                  if bptt.leaves_a_thread(tiling, ahead=False) else "(no helper)")
         print(f"{cell:<5} {H:>5} {np.median(whole):8.3f} {np.median(short):8.3f} "
               f"{np.median(short) / np.median(whole):6.3f} {np.mean(short < whole):12.0%}   {chosen}")

@@ -102,7 +102,7 @@ try:
     for cell in args.cells:
         for H in args.H:
             G = {"rnn": 1, "lstm": 4, "gru": 3}[cell] * H
-            if bptt.leaves_a_thread(bptt.plan_tiles(args.B, H, G, args.T, H)):
+            if bptt.leaves_a_thread(bptt.plan_tiles(args.B, H, G, args.T, H), ahead=True):
                 print(f"{cell} H={H}: the projection runs alongside the loop here; choose B >= 4")
                 continue
             params, x, dy = random_problem(cell, H, args.T, args.B)

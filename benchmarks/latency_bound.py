@@ -17,8 +17,9 @@ to that and what the second core could add:
    on half the hidden units, with a barrier between steps, against the loop on one block.
    The products around the loop (input projection, gradients) run before and after it on
    both cores in either case ("one block"); the automatic plan also has a column of its own
-   ("alongside"), where from ``bptt.STREAM_MIN_MACS`` on they run on the second core while
-   the loop runs (H ≥ 64 for the LSTM here).  At H = 8 the product costs nothing, so the
+   ("alongside"), where they run on the second core while the loop runs: the gradients from
+   ``bptt.BEHIND_MIN_MACS`` on (H ≥ 32 for the LSTM here), the input projection from
+   ``bptt.AHEAD_MIN_MACS`` on (H ≥ 64).  At H = 8 the product costs nothing, so the
    unit split's difference to one block is its barrier's cost per step.
 
 Times are the median over ``--reps`` calls of ``T = 1024`` steps, float32.
@@ -87,7 +88,7 @@ def product_alone(H):
 def one_block_and_units(H):
     """Forward and training step (µs/step): on one block with the products before and after
     the loop, on two unit blocks (the same), and as planned (one block, products alongside
-    from ``STREAM_MIN_MACS`` on)."""
+    from ``AHEAD_MIN_MACS`` and ``BEHIND_MIN_MACS`` on)."""
     params = {k: v.astype(np.float32) for k, v in rb.init_params(args.cell, H, H, seed=0, **OPTS).items()}
     rng = np.random.default_rng(H)
     x = rng.standard_normal((T, 1, H)).astype(np.float32)
@@ -100,14 +101,14 @@ def one_block_and_units(H):
         _, _, cache = rb.forward(args.cell, params, x, backend="numba", **OPTS)
         rb.backward(args.cell, params, cache, dy)
     row = []
-    planned_threshold = bptt.STREAM_MIN_MACS
+    planned = bptt.AHEAD_MIN_MACS, bptt.BEHIND_MIN_MACS
     for how in ("one block", "units", "alongside"):
-        bptt.STREAM_MIN_MACS = planned_threshold if how == "alongside" else 1 << 62
+        bptt.AHEAD_MIN_MACS, bptt.BEHIND_MIN_MACS = planned if how == "alongside" else (1 << 62, 1 << 62)
         try:
             with (bptt.split("units", 2) if how == "units" else bptt.split("rows", 1)):
                 row += [median_us(forward, args.reps), median_us(train, args.reps)]
         finally:
-            bptt.STREAM_MIN_MACS = planned_threshold
+            bptt.AHEAD_MIN_MACS, bptt.BEHIND_MIN_MACS = planned
     return row
 
 

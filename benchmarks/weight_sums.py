@@ -59,7 +59,7 @@ try:
                     times[mode].append(backward_time(cell, params, x, dy, mode))
             block, prepared = (np.array(times[m]) * 1e6 for m in ("block", "prepared"))
             G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
-            helper = "yes" if bptt.leaves_a_thread(bptt.plan_tiles(args.B, H, G * H, args.T, H)) else "(none: no sums by blocks)"
+            helper = "yes" if bptt.leaves_a_thread(bptt.plan_tiles(args.B, H, G * H, args.T, H), ahead=False) else "(none: no sums by blocks)"
             print(f"{cell:<5} {H:>5} {np.median(block):10.0f} {np.median(prepared):9.0f} "
                   f"{np.median(prepared) / np.median(block):6.3f} {np.median(prepared / block):7.3f} "
                   f"{np.mean(prepared < block):15.0%}   {helper}")

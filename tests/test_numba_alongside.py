@@ -77,7 +77,8 @@ def test_gradients_alongside_the_loop_match_the_reference(cell, T, B, D, H, dtyp
     several chains over each step)."""
     arch, opts = cell
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bptt, "STREAM_MIN_MACS", 0)
+        mp.setattr(bptt, "AHEAD_MIN_MACS", 0)
+        mp.setattr(bptt, "BEHIND_MIN_MACS", 0)
         mp.setattr(bptt, "STREAM_BLOCK_ROWS", rows)
         mp.setattr(bptt, "RAMP_MIN_MACS", 0 if ramp else 1 << 62)
         mp.setattr(bptt.numba, "get_num_threads", lambda: 2)
@@ -91,7 +92,7 @@ def _long_sequence(arch, opts, T, B, seed):
     """A stable long problem (weights at their initial scale, so that 1000 steps of an RNN do
     not overflow; biases randomised) on both backends: the worst relative error."""
     rng = np.random.default_rng(seed)
-    D, H = 32, 96                                # at least STREAM_MIN_MACS in each cell's loop
+    D, H = 32, 96                                # at least AHEAD_MIN_MACS in each cell's loop
     params = rb.init_params(arch, D, H, seed=seed, dtype=np.float32, **opts)
     params = {k: (v + (0.3 * rng.standard_normal(v.shape) if k.startswith("b") else 0)).astype(np.float32)
               for k, v in params.items()}
@@ -131,11 +132,35 @@ def test_taken_at_b1_by_itself_and_not_with_one_thread(arch, opts, monkeypatch):
     assert len(prepared) == sums                                    # none in the calls not alongside
 
 
+@pytest.mark.parametrize("T,behind,ahead", [(1023, 0, 0), (1024, 1, 0), (2047, 1, 0), (2048, 1, 1)])
+def test_gradients_go_behind_the_loop_from_half_the_inputs_threshold(T, behind, ahead, monkeypatch):
+    """Unforced, LSTM B=1 D=H=32 (a loop of ``T·32·128`` multiply-adds): the gradients run
+    alongside the backward loop from ``BEHIND_MIN_MACS`` (2^22, T=1024), the input projection
+    alongside the forward loop only from ``AHEAD_MIN_MACS`` (2^23, T=2048); the gradients match
+    the reference either way."""
+    assert (bptt.BEHIND_MIN_MACS, bptt.AHEAD_MIN_MACS) == (1 << 22, 1 << 23)
+    spy, spy_ahead = Spy(monkeypatch), Spy(monkeypatch, "_inputs_alongside")
+    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
+    rng = np.random.default_rng(T)
+    params = {k: (v + 0.1 * rng.standard_normal(v.shape)).astype(np.float32)
+              for k, v in rb.init_params("lstm", 32, 32, seed=T, dtype=np.float32).items()}
+    x = rng.standard_normal((T, 1, 32)).astype(np.float32)
+    dy = rng.standard_normal((T, 1, 32)).astype(np.float32)
+    grads = []
+    for backend in ("numpy", "numba"):
+        _, _, cache = rb.forward("lstm", params, x, backend=backend)
+        grads.append(rb.backward("lstm", params, cache, dy))
+    assert (spy.calls, spy_ahead.calls) == (behind, ahead)
+    for k in list(params) + ["x"]:
+        assert rel_error(grads[1][k], grads[0][k]) <= 1e-5, k
+
+
 def test_no_block_is_read_before_the_loop_announces_it(monkeypatch):
     """A stand-in loop fills ``dZ`` one step at a time, from the last, with pauses, and
     announces each step on the barrier counter as the kernels do; ``dZ`` starts as NaN, so
     a block read too early leaves NaN in the gradients."""
-    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "AHEAD_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "BEHIND_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     rng = np.random.default_rng(5)
@@ -165,7 +190,8 @@ def test_weight_sums_do_not_depend_on_timing(route, monkeypatch):
     the loop goes, whichever way a block is added (one BLAS call prepared for all blocks,
     ``gemm.sum_of_products_by_blocks``; or block by block through ``add_sum_of_products``,
     by BLAS's β = 1 adds or NumPy's products) -- and the right sums."""
-    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "AHEAD_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "BEHIND_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 8)
     if route != "prepared":
         monkeypatch.setattr(bptt.gemm, "sum_of_products_by_blocks", lambda A, X, C: (
@@ -198,7 +224,8 @@ def test_weight_sums_do_not_depend_on_timing(route, monkeypatch):
 
 
 def test_a_loop_that_raises_does_not_leave_the_helper_waiting(monkeypatch):
-    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "AHEAD_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "BEHIND_MIN_MACS", 0)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     dZ, x = np.zeros((50, 1, 4)), np.zeros((50, 1, 3))
 
@@ -234,7 +261,8 @@ def test_results_need_no_zeroing_alongside_the_loop(monkeypatch):
     """The first block of a sum stores, the later ones add: with every ``np.empty`` of the cells
     and of ``bptt`` filled with NaN, a sum that added into its fresh result would be NaN."""
     poison_empty(monkeypatch)
-    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "AHEAD_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "BEHIND_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 3)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     spy = Spy(monkeypatch)
@@ -286,7 +314,8 @@ def _slow(mp, helper_pause=0.0, caller_pause=0.0, helper_fails_from=None, caller
 def test_the_forward_loop_waits_for_its_inputs(arch, opts, monkeypatch):
     """The helper computing ``G = X W_ihᵀ + b`` ahead of the loop is made slow (2 ms a block of
     4 steps): a loop that did not wait would read ``G[t]`` with only the bias in it."""
-    monkeypatch.setattr(bptt, "STREAM_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "AHEAD_MIN_MACS", 0)
+    monkeypatch.setattr(bptt, "BEHIND_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     compare(arch, opts, 24, 1, 5, 7, np.float64, "auto", None, seed=10, split=("rows", 1))  # compiled first:
@@ -299,7 +328,8 @@ def test_the_forward_loop_waits_for_its_inputs(arch, opts, monkeypatch):
 def _streamed_lstm(mp):
     """An LSTM problem (T=40, B=1) whose input projection runs alongside the loop in blocks
     of 4 steps on two threads, compiled before a test sets its trap: ``(params, x)``."""
-    mp.setattr(bptt, "STREAM_MIN_MACS", 0)
+    mp.setattr(bptt, "AHEAD_MIN_MACS", 0)
+    mp.setattr(bptt, "BEHIND_MIN_MACS", 0)
     mp.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
     mp.setattr(bptt.numba, "get_num_threads", lambda: 2)
     params = rb.init_params("lstm", 3, 5, seed=0)
@@ -488,7 +518,8 @@ def test_inputs_of_any_layout_alongside_the_loop(cell, layout, T, D, H, seed):
     dy = rng.standard_normal((T, 1, H)).astype(dtype)
     grads = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bptt, "STREAM_MIN_MACS", 0)
+        mp.setattr(bptt, "AHEAD_MIN_MACS", 0)
+        mp.setattr(bptt, "BEHIND_MIN_MACS", 0)
         mp.setattr(bptt, "STREAM_BLOCK_ROWS", 8)
         mp.setattr(bptt.gemm, "CTYPES_MIN_MACS", 0)
         mp.setattr(bptt.numba, "get_num_threads", lambda: 2)

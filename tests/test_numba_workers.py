@@ -156,6 +156,23 @@ def test_spin_until_reports_whether_the_counter_got_there(value, target, spins):
     assert workers.spin_until(counters, workers.PAD, target, spins) == (value >= target)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_spin_counters_have_their_cache_lines_to_themselves(n):
+    """``sync.counters`` (and so the barrier's flags and every helper's bell and done): zeros,
+    ``PAD`` slots a counter, starting and ending on a 64-byte line, whatever ``malloc`` gave
+    the arrays allocated just before (a few odd sizes are allocated first)."""
+    from rnnbook.numba_cpu import sync
+    keep = [np.empty(k, np.uint8) for k in (1, 17, 40, 100)]       # move malloc's next address
+    arrays = [sync.counters(n), sync.new_flags(n)]
+    arrays += [a for h in workers.helpers(2) for a in (h.bell, h.done)]
+    for a in arrays:
+        assert a.dtype == np.int64 and a.flags.c_contiguous
+        assert a.ctypes.data % 64 == 0 and a.nbytes % 64 == 0
+    assert arrays[0].shape == (n * sync.PAD,) and not arrays[0].any()
+    assert arrays[1].shape == ((n + 1) * sync.PAD,) and arrays[1][n * sync.PAD] == sync.ALL_READY
+    del keep
+
+
 @pytest.mark.parametrize("spins", ["one round", "long"])
 def test_helpers_take_jobs_whether_spinning_or_asleep(spins):
     """A job queued while its helper spins is seen at the bell; one queued after the helper

@@ -255,9 +255,9 @@ def run_tiles(kernel, args, B: int, H: int, tiling: Tiling, before=None, then=No
       stored; the helper follows it (:func:`_gradients_alongside`).
     """
     with gemm.single_threaded_blas():    # one block for all: the parts' own ones nest (a count)
-        if before and stream and _streams(tiling, before):
+        if before and stream and _streams(tiling, before, ahead=True):
             _inputs_alongside(kernel, args, B, H, tiling, before, stream)
-        elif then and stream and _streams(tiling, then):
+        elif then and stream and _streams(tiling, then, ahead=False):
             _gradients_alongside(kernel, args, B, H, tiling, then, stream, barriers_per_step)
             return
         else:
@@ -273,18 +273,26 @@ def run_tiles(kernel, args, B: int, H: int, tiling: Tiling, before=None, then=No
             _run_jobs(then)
 
 
-#: the loop's multiply-adds (``Tiling.macs``, ``T·B·K·N``) from which the products before
-#: and after it run alongside it (:func:`_inputs_alongside`, :func:`_gradients_alongside`).
-#: Below it the hand-offs (a sleeping helper takes tens of µs to wake on the development VM,
-#: every contended hand-over of the GIL costs a wake-up) and the caches that the other core
-#: has touched cost about what the overlap saves.  Measured on the development VM (AMD,
-#: 2 vCPUs), B=1 T=1024, µs/step, median of 40-80 interleaved calls, without vs alongside:
-#: forward pass RNN H=64 (2^22) 0.32 vs 0.40, LSTM H=32 (2^22) 0.40 vs 0.45, GRU H=32
-#: (3·2^20) 0.43 vs 0.50; GRU H=64 (3·2^22) 1.17 vs 1.03, LSTM H=64 (2^24) 1.43 vs 1.19, RNN
-#: H=128 (2^24) 1.16 vs 0.89, LSTM H=128 4.16 vs 3.28.  Training step with the gradients
-#: alongside: LSTM H=32 1.08-1.12 vs 0.98-1.31 (run to run), RNN H=64 0.94 vs 0.86, GRU
-#: H=64 2.70 vs 2.33, RNN H=128 2.70 vs 2.32.  One threshold for both sides, where both pay.
-STREAM_MIN_MACS = 1 << 23
+#: the loop's multiply-adds (``Tiling.macs``, ``T·B·K·N``) from which the input projection runs
+#: alongside a forward loop, ahead of it (:func:`_inputs_alongside`).  Below it the hand-offs (a
+#: sleeping helper takes tens of µs to wake on the development VM, every contended hand-over of
+#: the GIL costs a wake-up) and the caches that the other core has touched cost about what the
+#: overlap saves.  Measured on the development VM (AMD, 2 vCPUs), B=1 T=1024, forward pass in
+#: µs/step, median of 40-80 interleaved calls, without vs alongside: RNN H=64 (2^22) 0.32 vs
+#: 0.40, LSTM H=32 (2^22) 0.40 vs 0.45, GRU H=32 (3·2^20) 0.43 vs 0.50; GRU H=64 (3·2^22) 1.17
+#: vs 1.03, LSTM H=64 (2^24) 1.43 vs 1.19, RNN H=128 (2^24) 1.16 vs 0.89, LSTM H=128 4.16 vs 3.28
+AHEAD_MIN_MACS = 1 << 23
+#: ... and from which the weight, bias and input gradients run alongside a backward loop, behind
+#: it (:func:`_gradients_alongside`): half as many.  They are three products to the
+#: projection's one, so the overlap saves more.  Measured (``benchmarks/alongside_threshold.py``:
+#: the training step both ways, interleaved in one process, B=1 T=1024, µs/step, behind vs
+#: after the loop): LSTM H=32 (2^22) 0.96 vs 1.05, RNN H=64 (2^22) 0.89 vs 0.92, GRU H=48
+#: (1.8·2^22) 1.68 vs 1.81, faster in 80-100% of the rounds; below 2^22, GRU H=32 (0.75·2^22)
+#: 1.05 vs 1.04 and RNN H=48 (0.56·2^22) 0.75 vs 0.69.  In 5 of 40 processes timing LSTM H=32
+#: the helper's work was slow throughout (as the second vCPU of the development VM sometimes
+#: is), and behind the loop cost 11-23% instead of saving 3-14%.  (Until 2026-12-06 one
+#: threshold, 2^23, served both sides.)
+BEHIND_MIN_MACS = 1 << 22
 
 
 #: rows (``steps · B``) per block of steps handed to the thread alongside the loop: enough for
@@ -292,18 +300,21 @@ STREAM_MIN_MACS = 1 << 23
 STREAM_BLOCK_ROWS = 128
 
 
-def leaves_a_thread(tiling: Tiling) -> bool:
+def leaves_a_thread(tiling: Tiling, ahead: bool) -> bool:
     """Whether the loop of ``tiling`` takes one thread and leaves another idle, and is long
-    enough (:data:`STREAM_MIN_MACS`) for products to run alongside it."""
+    enough for products to run alongside it: the input projection ahead of a forward loop
+    (``ahead``, :data:`AHEAD_MIN_MACS`) or the gradients behind a backward loop
+    (:data:`BEHIND_MIN_MACS`)."""
+    least = AHEAD_MIN_MACS if ahead else BEHIND_MIN_MACS
     return (tiling.row_blocks * tiling.unit_blocks == 1 and numba.get_num_threads() >= 2
-            and tiling.macs >= STREAM_MIN_MACS)
+            and tiling.macs >= least)
 
 
-def _streams(tiling: Tiling, jobs) -> bool:
+def _streams(tiling: Tiling, jobs, ahead: bool) -> bool:
     """Whether :func:`run_tiles` runs ``jobs`` alongside the loop: it leaves a thread
     (:func:`leaves_a_thread`), and some product can be cut into blocks of steps (any other
     runs on the loop's thread, before or after the loop)."""
-    return leaves_a_thread(tiling) and any(job.steps is not None for job in jobs)
+    return leaves_a_thread(tiling, ahead) and any(job.steps is not None for job in jobs)
 
 
 #: the loop's multiply-adds in a block of :data:`STREAM_BLOCK_ROWS` rows (``STREAM_BLOCK_ROWS · K · N``)

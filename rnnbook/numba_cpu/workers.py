@@ -53,7 +53,7 @@ import numba
 import numpy as np
 from numba import njit
 
-from .sync import PAD, cpu_relax, load_acquire, store_release
+from .sync import PAD, counters, cpu_relax, load_acquire, store_release
 
 try:  # glibc: the CPU this thread is running on right now
     _sched_getcpu = ctypes.CDLL(None).sched_getcpu
@@ -123,11 +123,11 @@ SPIN_SECONDS = _spin_seconds(os.environ.get("RNNBOOK_SPIN_US", "200"))
 def _spins_per_second() -> float:
     """Rounds of :func:`spin_until` per second on this machine (``pause`` takes 10-150 cycles
     depending on the CPU), measured once."""
-    counters = np.zeros(PAD, np.int64)
-    spin_until(counters, 0, 1, 1)                   # compile, or load from the cache
+    slots = counters(1)
+    spin_until(slots, 0, 1, 1)                      # compile, or load from the cache
     n = 20000
     t0 = time.perf_counter()
-    spin_until(counters, 0, 1, n)
+    spin_until(slots, 0, 1, n)
     return n / max(time.perf_counter() - t0, 1e-9)
 
 
@@ -141,8 +141,8 @@ class Helper:
 
     def __init__(self, k: int, spins: int):
         self.spins = spins
-        self.bell = np.zeros(PAD, np.int64)
-        self.done = np.zeros(PAD, np.int64)
+        self.bell = counters(1)
+        self.done = counters(1)
         self.jobs = queue.SimpleQueue()
         self.lock = threading.Lock()                   # numbering and queueing go together
         self.cpus = None                               # the CPU set last given to it (None: never)
