@@ -18,27 +18,22 @@ a cost of the helper's work may show: it runs right after the previous call's ba
 import argparse
 import math
 import os
-import time
 
-from arguments import random_problem, single_sequence_arguments  # beside this script
+from arguments import GATES, interleaved, random_problem, single_sequence_arguments, training_step  # beside this script
 
 args = single_sequence_arguments(argparse.ArgumentParser(), H=[24, 32, 48, 64], rounds=40)
 
 import numpy as np  # noqa: E402
 
-import rnnbook as rb  # noqa: E402
 from rnnbook.numba_cpu import bptt  # noqa: E402
 
 CHOSEN = bptt.BEHIND_MIN_MACS
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
-def step(cell, params, x, dy):
-    t0 = time.perf_counter()
-    _, _, cache = rb.forward(cell, params, x, backend="numba")
-    t1 = time.perf_counter()
-    rb.backward(cell, params, cache, dy)
-    return t1 - t0, time.perf_counter() - t0
+def step(cell, params, x, dy, mode):
+    """``(forward, step)`` seconds with the gradients forced behind the loop or after it."""
+    bptt.BEHIND_MIN_MACS = 0 if mode == "behind" else 1 << 62
+    return training_step(cell, params, x, dy)
 
 
 print(f"B={args.B} T={args.T} float32, {args.threads} threads, {args.rounds} interleaved rounds; "
@@ -49,12 +44,7 @@ try:
     for cell in args.cells:
         for H in args.H:
             params, x, dy = random_problem(cell, H, args.T, args.B)
-            times = {"after": [], "behind": []}
-            for r in range(args.rounds):
-                for mode in (("after", "behind") if r % 2 else ("behind", "after")):
-                    bptt.BEHIND_MIN_MACS = 0 if mode == "behind" else 1 << 62
-                    step(cell, params, x, dy)
-                    times[mode].append(step(cell, params, x, dy))
+            times = interleaved(args.rounds, ("behind", "after"), lambda mode: step(cell, params, x, dy, mode))
             bptt.BEHIND_MIN_MACS = CHOSEN
             after, behind = (np.array(times[m]) / args.T * 1e6 for m in ("after", "behind"))
             tiling = bptt.plan_tiles(args.B, H, GATES[cell] * H, args.T, H)

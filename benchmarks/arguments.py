@@ -49,3 +49,33 @@ def random_problem(cell: str, H: int, T: int, B: int):
     x = rng.standard_normal((T, B, H)).astype(np.float32)
     dy = rng.standard_normal((T, B, H)).astype(np.float32)
     return params, x, dy
+
+
+#: gate blocks of each cell's ``W_hh`` (``G·H`` rows)
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def training_step(cell: str, params, x, dy) -> tuple[float, float]:
+    """One Numba training step (forward, then backward with every gradient): ``(seconds of
+    the forward pass, seconds of the whole step)``."""
+    import time
+
+    import rnnbook as rb
+    t0 = time.perf_counter()
+    _, _, cache = rb.forward(cell, params, x, backend="numba")
+    t1 = time.perf_counter()
+    rb.backward(cell, params, cache, dy)
+    return t1 - t0, time.perf_counter() - t0
+
+
+def interleaved(rounds: int, modes: tuple, measure, calls: int = 2) -> dict:
+    """``{mode: [measurement per round]}``: in each round every mode in turn (the order of the
+    two modes alternating from round to round) calls ``measure(mode)`` ``calls`` times and
+    keeps the last, so that each kept call follows one of its own mode."""
+    times = {mode: [] for mode in modes}
+    for r in range(rounds):
+        for mode in (modes if r % 2 else modes[::-1]):
+            for _ in range(calls):
+                value = measure(mode)
+            times[mode].append(value)
+    return times

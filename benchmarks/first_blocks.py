@@ -16,26 +16,22 @@ do not run alongside the loop at all, and neither setting matters).
 """
 import argparse
 import os
-import time
 
-from arguments import random_problem, single_sequence_arguments  # beside this script
+from arguments import GATES, interleaved, random_problem, single_sequence_arguments, training_step  # beside this script
 
 args = single_sequence_arguments(argparse.ArgumentParser(), H=[64, 96, 128, 256], rounds=30)
 
 import numpy as np  # noqa: E402
 
-import rnnbook as rb  # noqa: E402
 from rnnbook.numba_cpu import bptt  # noqa: E402
 
 CHOSEN = bptt.RAMP_MIN_MACS
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
-def step(cell, params, x, dy):
-    t0 = time.perf_counter()
-    _, _, cache = rb.forward(cell, params, x, backend="numba")
-    rb.backward(cell, params, cache, dy)
-    return time.perf_counter() - t0
+def step(cell, params, x, dy, mode):
+    """The training step's seconds with the short first blocks forced on or off."""
+    bptt.RAMP_MIN_MACS = 0 if mode == "short" else 1 << 62
+    return training_step(cell, params, x, dy)[1]
 
 
 print(f"B={args.B} T={args.T} float32, {args.threads} threads, {args.rounds} interleaved rounds; "
@@ -44,13 +40,10 @@ print(f"{'cell':<5} {'H':>5} {'whole':>8} {'short':>8} {'ratio':>6} {'short fast
 for cell in args.cells:
     for H in args.H:
         params, x, dy = random_problem(cell, H, args.T, args.B)
-        times = {"whole": [], "short": []}
-        for r in range(args.rounds):
-            for mode in (("whole", "short") if r % 2 else ("short", "whole")):
-                bptt.RAMP_MIN_MACS = 0 if mode == "short" else 1 << 62
-                step(cell, params, x, dy)
-                times[mode].append(step(cell, params, x, dy))
-        bptt.RAMP_MIN_MACS = CHOSEN
+        try:
+            times = interleaved(args.rounds, ("short", "whole"), lambda mode: step(cell, params, x, dy, mode))
+        finally:
+            bptt.RAMP_MIN_MACS = CHOSEN
         whole, short = (np.array(times[m]) / args.T * 1e6 for m in ("whole", "short"))
         tiling = bptt.plan_tiles(args.B, H, GATES[cell] * H, args.T, H)
         chosen = (("short" if bptt._ramps(tiling, args.T, args.B) else "whole")

@@ -18,13 +18,12 @@ import argparse
 import os
 import time
 
-from arguments import random_problem, single_sequence_arguments  # beside this script
+from arguments import GATES, interleaved, random_problem, single_sequence_arguments, training_step  # beside this script
 
 args = single_sequence_arguments(argparse.ArgumentParser(), H=[256], rounds=30, B=8, T=256)
 
 import numpy as np  # noqa: E402
 
-import rnnbook as rb  # noqa: E402
 from rnnbook.numba_cpu import bptt, gemm  # noqa: E402
 from rnnbook.numba_cpu.workers import in_parallel  # noqa: E402
 
@@ -74,22 +73,19 @@ def projection_alone(R, D, G, rounds):
             out[r0:r1] = b
             gemm.add_product_rows(X, W, out, r0, r1)
         in_parallel(part, blocks)
-    times = {first: [], own: []}
+    def timed(form):
+        t0 = time.perf_counter()
+        form()
+        return (time.perf_counter() - t0) * 1e6
     with gemm.single_threaded_blas():
-        for r in range(rounds):
-            for form in ((first, own) if r % 2 else (own, first)):
-                t0 = time.perf_counter()
-                form()
-                times[form].append((time.perf_counter() - t0) * 1e6)
+        times = interleaved(rounds, (first, own), timed, calls=1)
     report(f"R={R} D={D} G={G}", times[first], times[own])
 
 
-def training_step(cell, params, x, dy, form):
+def step(cell, params, x, dy, form):
+    """The training step in µs/step with ``form`` as the input projection."""
     bptt.input_projection = form
-    t0 = time.perf_counter()
-    _, _, cache = rb.forward(cell, params, x, backend="numba")
-    rb.backward(cell, params, cache, dy)
-    return (time.perf_counter() - t0) / args.T * 1e6
+    return training_step(cell, params, x, dy)[1] / args.T * 1e6
 
 
 print(f"float32, {args.threads} threads; load {os.getloadavg()[0]:.1f}")
@@ -101,16 +97,12 @@ print(f"{'2. training step, µs/step':<28} {'caller first':>11} {'own rows':>9} 
 try:
     for cell in args.cells:
         for H in args.H:
-            G = {"rnn": 1, "lstm": 4, "gru": 3}[cell] * H
+            G = GATES[cell] * H
             if bptt.leaves_a_thread(bptt.plan_tiles(args.B, H, G, args.T, H), ahead=True):
                 print(f"{cell} H={H}: the projection runs alongside the loop here; choose B >= 4")
                 continue
             params, x, dy = random_problem(cell, H, args.T, args.B)
-            times = {caller_first: [], OWN_ROWS: []}
-            for r in range(args.rounds):
-                for form in ((caller_first, OWN_ROWS) if r % 2 else (OWN_ROWS, caller_first)):
-                    training_step(cell, params, x, dy, form)
-                    times[form].append(training_step(cell, params, x, dy, form))
+            times = interleaved(args.rounds, (caller_first, OWN_ROWS), lambda form: step(cell, params, x, dy, form))
             report(f"{cell} H={H}", times[caller_first], times[OWN_ROWS])
 finally:
     bptt.input_projection = OWN_ROWS

@@ -19,7 +19,7 @@ import argparse
 import os
 import time
 
-from arguments import random_problem, single_sequence_arguments  # beside this script
+from arguments import GATES, random_problem, single_sequence_arguments  # beside this script
 
 args = single_sequence_arguments(argparse.ArgumentParser(), H=[64, 128], rounds=100)
 
@@ -58,7 +58,7 @@ try:
                 for mode in (("block", "prepared") if r % 2 else ("prepared", "block")):
                     times[mode].append(backward_time(cell, params, x, dy, mode))
             block, prepared = (np.array(times[m]) * 1e6 for m in ("block", "prepared"))
-            G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+            G = GATES[cell]
             helper = "yes" if bptt.leaves_a_thread(bptt.plan_tiles(args.B, H, G * H, args.T, H), ahead=False) else "(none: no sums by blocks)"
             print(f"{cell:<5} {H:>5} {np.median(block):10.0f} {np.median(prepared):9.0f} "
                   f"{np.median(prepared) / np.median(block):6.3f} {np.median(prepared / block):7.3f} "
