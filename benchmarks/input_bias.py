@@ -78,6 +78,7 @@ def projection_alone(R, D, G, rounds):
         form()
         return (time.perf_counter() - t0) * 1e6
     with gemm.single_threaded_blas():
+        first(), own()                                  # warm-up: the first call of each is slower
         times = interleaved(rounds, (first, own), timed, calls=1)
     report(f"R={R} D={D} G={G}", times[first], times[own])
 

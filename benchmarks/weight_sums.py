@@ -19,7 +19,7 @@ import argparse
 import os
 import time
 
-from arguments import GATES, random_problem, single_sequence_arguments  # beside this script
+from arguments import GATES, interleaved, random_problem, single_sequence_arguments  # beside this script
 
 args = single_sequence_arguments(argparse.ArgumentParser(), H=[64, 128], rounds=100)
 
@@ -51,12 +51,10 @@ try:
     for cell in args.cells:
         for H in args.H:
             params, x, dy = random_problem(cell, H, args.T, args.B)
-            times = {"block": [], "prepared": []}
             for mode in ("block", "prepared") * 5:                  # warm-up
                 backward_time(cell, params, x, dy, mode)
-            for r in range(args.rounds):
-                for mode in (("block", "prepared") if r % 2 else ("prepared", "block")):
-                    times[mode].append(backward_time(cell, params, x, dy, mode))
+            times = interleaved(args.rounds, ("block", "prepared"),
+                                lambda mode: backward_time(cell, params, x, dy, mode), calls=1)
             block, prepared = (np.array(times[m]) * 1e6 for m in ("block", "prepared"))
             G = GATES[cell]
             helper = "yes" if bptt.leaves_a_thread(bptt.plan_tiles(args.B, H, G * H, args.T, H), ahead=False) else "(none: no sums by blocks)"

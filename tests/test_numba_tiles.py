@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 numba = pytest.importorskip("numba")
 from rnnbook.numba_cpu import bptt, sync  # noqa: E402
+from test_numba_parity import poison_empty  # noqa: E402
 
 
 @given(H=st.integers(1, 600), n=st.integers(1, 8))
@@ -163,6 +164,30 @@ def _check_phase_gemms(R, K, N, dtype, with_bias, seed):
     got, ref = bptt.bias_gradient(dZ), dZ.astype(np.float64).sum(axis=(0, 1))
     assert got.shape == (N,) and got.dtype == dtype
     np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(dZ).sum(axis=(0, 1)).max())
+
+
+@settings(max_examples=20, deadline=None)
+@given(T=st.integers(1, 30), B=st.integers(1, 3), D=st.integers(1, 20), G=st.integers(1, 40),
+       threads=st.integers(1, 3), with_bias=st.booleans(), through_blas=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_input_projection_writes_every_row_it_adds_into(T, B, D, G, threads, with_bias, through_blas, dtype,
+                                                         seed):
+    """Each thread writes the bias (or zero) into its own rows before adding its product
+    (``beta = 1``): with ``np.empty`` filled with NaN, a row that no thread wrote first would
+    stay NaN.  Rows on up to three threads (forced at any size), through BLAS or NumPy."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    W, b = rng.standard_normal((G, D)).astype(dtype), rng.standard_normal(G).astype(dtype)
+    with pytest.MonkeyPatch.context() as mp:
+        poison_empty(mp)
+        mp.setattr(bptt, "GEMM_MIN_MACS_FOR_THREADS", 0)
+        mp.setattr(bptt, "INPUT_BLAS_MIN_MACS", 0 if through_blas else 1 << 62)
+        mp.setattr(numba, "get_num_threads", lambda: threads)
+        got = bptt.input_projection(x, W, b if with_bias else None)
+    ref = x.astype(np.float64) @ W.T.astype(np.float64) + (b if with_bias else 0)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    assert got.shape == (T, B, G) and not np.isnan(got).any()
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())
 
 
 def test_phase_gemms_leave_blas_threads_as_they_were():

@@ -170,6 +170,7 @@ def test_spin_counters_have_their_cache_lines_to_themselves(n):
         assert a.ctypes.data % 64 == 0 and a.nbytes % 64 == 0
     assert arrays[0].shape == (n * sync.PAD,) and not arrays[0].any()
     assert arrays[1].shape == ((n + 1) * sync.PAD,) and arrays[1][n * sync.PAD] == sync.ALL_READY
+    assert not arrays[1][:n * sync.PAD].any()                     # the barrier's own slots
     del keep
 
 

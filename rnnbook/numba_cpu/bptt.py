@@ -288,7 +288,8 @@ AHEAD_MIN_MACS = 1 << 23
 #: the training step both ways, interleaved in one process, B=1 T=1024, µs/step, behind vs
 #: after the loop): LSTM H=32 (2^22) 0.96 vs 1.05, RNN H=64 (2^22) 0.89 vs 0.92, GRU H=48
 #: (1.7·2^22) 1.68 vs 1.81, faster in 80-100% of the rounds; below 2^22, GRU H=32 (0.75·2^22)
-#: 1.05 vs 1.04 and RNN H=48 (0.56·2^22) 0.75 vs 0.69.  In 5 of 40 processes timing LSTM H=32
+#: 1.05 vs 1.04, RNN H=48 (0.56·2^22) 0.75 vs 0.69, LSTM H=24 (0.56·2^22) 0.82 vs 0.85 in one
+#: run and 1.25 vs 0.83 in another.  In 5 of 40 processes timing LSTM H=32
 #: the helper's work was slow throughout (as the second vCPU of the development VM sometimes
 #: is), and behind the loop cost 11-23% instead of saving 3-14%.  (Until 2026-12-06 one
 #: threshold, 2^23, served both sides.)
