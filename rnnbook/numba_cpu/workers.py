@@ -21,15 +21,21 @@ Why the pool is not ``concurrent.futures.ThreadPoolExecutor``:
   LSTM B=8 H=128 T=256, µs per step: training step 32 back to back; after a 0.1 s pause
   and one untimed call, 54 without the affinity and 34 with it; forward pass after the
   same, 24 without and 15 with (``benchmarks/results/placement-*.md``);
-* a helper that has just finished a job *spins* for up to :data:`SPIN_SECONDS` (200 µs)
+* a helper that has just finished a job *spins* for up to :data:`SPIN_SECONDS` (1 ms)
   watching for the next one before it goes to sleep, and the caller spins as long for its
   helpers to finish, both in compiled code without the GIL.  Waking a sleeping thread
   costs tens of microseconds (about 100 µs on the development VM, whose idle virtual CPU
   the hypervisor must wake), and a training step hands work over several times, with a
-  little Python between the hand-offs (since ``bptt.together``, four times).  Measured back to back, µs per step, no spin /
-  200 µs / 1 ms: RNN B=8 H=128 training 14.5 / 13.6 / 13.6, GRU B=32 T=64 D=H=64 59.1 /
-  54.9 / 54.6, LSTM B=8 H=128 35.7 / 34.7 / 34.5.  OpenMP runtimes do the same between
-  parallel regions (PyTorch's libgomp spins for a few milliseconds); a longer spin only
+  little Python between the hand-offs (since ``bptt.together``, four times).  Measured back
+  to back, µs per step, no spin / 200 µs / 1 ms: RNN B=8 H=128 training 14.5 / 13.6 / 13.6,
+  GRU B=32 T=64 D=H=64 59.1 / 54.9 / 54.6, LSTM B=8 H=128 35.7 / 34.7 / 34.5.  The spin
+  was 200 µs until a single sequence's helper started to work in the backward pass only
+  (``bptt.BEHIND_MIN_MACS``): between two of its jobs lies a forward pass of 0.3-0.4 ms,
+  which 1 ms covers and 200 µs does not.  Paired in one process
+  (``benchmarks/spin_time.py``), 1 ms against 200 µs: training step LSTM B=1 H=32 0.95-0.97,
+  RNN B=1 H=64 0.94-0.97, and 0.99-1.01 where the helper works in both passes or the batch
+  is on two row blocks.  OpenMP runtimes do the same between parallel regions (PyTorch's
+  libgomp spins for a few milliseconds, OpenBLAS's threads for ~0.1 s); a longer spin only
   takes more time from other processes on a busy machine.
 
 The affinity only ever narrows the helpers to CPUs the caller may use itself (a caller
@@ -117,7 +123,7 @@ def _spin_seconds(text: str) -> float:
     return value * 1e-6
 
 
-SPIN_SECONDS = _spin_seconds(os.environ.get("RNNBOOK_SPIN_US", "200"))
+SPIN_SECONDS = _spin_seconds(os.environ.get("RNNBOOK_SPIN_US", "1000"))
 
 
 def _spins_per_second() -> float:
