@@ -444,6 +444,25 @@ def test_sum_of_products_by_blocks(R, G, K, dtype, a_layout, x_layout, data, see
     np.testing.assert_allclose(C, ref, rtol=tol, atol=tol * max(np.abs(ref).max(), 1))
 
 
+def test_sum_of_products_by_blocks_keeps_its_arrays_alive():
+    """The prepared BLAS call reads ``A``, ``X`` and ``C`` by address: the sum it returns must
+    keep them alive after the caller has dropped them, and still add the right terms."""
+    import gc
+    import weakref
+    rng = np.random.default_rng(3)
+    A, X = rng.standard_normal((8, 3)).astype(np.float32), rng.standard_normal((8, 2)).astype(np.float32)
+    C = np.full((3, 2), np.nan, np.float32)
+    ref = A.astype(np.float64).T @ X.astype(np.float64)
+    refs = [weakref.ref(a) for a in (A, X, C)]
+    add = bptt.gemm.sum_of_products_by_blocks(A, X, C)
+    del A, X, C
+    gc.collect()
+    assert all(r() is not None for r in refs)
+    add(0, 5, True)
+    add(5, 8, False)
+    np.testing.assert_allclose(refs[2](), ref, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("rows", [(-1, 2), (3, 3), (2, 9), (5, 4)])
 def test_sum_of_products_by_blocks_refuses_rows_outside_the_arrays(rows):
     A = np.ones((8, 3), np.float32)

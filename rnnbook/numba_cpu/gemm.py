@@ -359,21 +359,18 @@ def transposed_product(A, X, out=None):
         return np.matmul(A.T, X, out=out)
     if out is None:
         out = np.empty((A.shape[1], X.shape[1]), np.result_type(A.dtype, X.dtype))
-    if out.size < OUTER_BLAS_MIN_SIZE or not _gemm_tn(A, X, out, 0.0):
+    if out.size < OUTER_BLAS_MIN_SIZE or not _gemm_tn(A, X, out, True):
         np.multiply(A[0][:, None], X[0][None, :], out=out)
     return out
 
 
-def _gemm_tn(A, X, C, beta):
-    """``C = Aᵀ X + beta · C`` as one BLAS GEMM, if BLAS can take the arrays as they are (see
-    :func:`add_sum_of_products`); whether it did."""
-    if not _tn_fits_blas(A, X, C):
-        return False
-    R, G, K = A.shape[0], A.shape[1], X.shape[1]
-    fn, scalar = _ctypes_gemm[C.dtype.char]
-    fn(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, _CBLAS_NO_TRANS, G, K, R, scalar(1.0),
-       A.ctypes.data, _row_stride(A), X.ctypes.data, _row_stride(X), scalar(beta), C.ctypes.data, K)
-    return True
+def _gemm_tn(A, X, C, first):
+    """``C = Aᵀ X`` (``first``) or ``C += Aᵀ X`` as one BLAS GEMM, if BLAS can take the arrays
+    as they are (:func:`_tn_fits_blas`); whether it did."""
+    add = _blas_blocks(A, X, C)
+    if add is not None:
+        add(0, A.shape[0], first)
+    return add is not None
 
 
 def _tn_fits_blas(A, X, C):
@@ -410,7 +407,7 @@ def add_sum_of_products(A, X, C, first):
     R, G, K = A.shape[0], A.shape[1], X.shape[1]
     if first:
         transposed_product(A, X, C)
-    elif R * G * K < max(CTYPES_MIN_MACS, 1) or not _gemm_tn(A, X, C, 1.0):
+    elif R * G * K < max(CTYPES_MIN_MACS, 1) or not _gemm_tn(A, X, C, False):
         np.add(C, transposed_product(A, X), out=C)
 
 
@@ -432,22 +429,41 @@ def sum_of_products_by_blocks(A, X, C):
     through :func:`add_sum_of_products`.  Rows that are not a block of ``0 .. R-1`` raise
     ``ValueError`` (a BLAS call would read outside the arrays).
     """
-    R, G, K = A.shape[0], A.shape[1], X.shape[1]
-    blas = _tn_fits_blas(A, X, C)
-    if blas:
-        fn, scalar = _ctypes_gemm[C.dtype.char]
-        zero, one, lda, ldx = scalar(0.0), scalar(1.0), _row_stride(A), _row_stride(X)
-        a, x, c, a_row, x_row = A.ctypes.data, X.ctypes.data, C.ctypes.data, A.strides[0], X.strides[0]
+    add = _blas_blocks(A, X, C)
+    if add is not None:
+        return add
+    R = A.shape[0]
 
-    def add(r0, r1, first):                    # (holds A, X and C: alive while BLAS reads their addresses)
-        if not 0 <= r0 < r1 <= R:
-            raise ValueError(f"rows {r0} .. {r1 - 1} are not a block of the {R} rows")
-        if not blas:
-            add_sum_of_products(A[r0:r1], X[r0:r1], C, first)
-        else:
-            fn(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, _CBLAS_NO_TRANS, G, K, r1 - r0, one,
-               a + r0 * a_row, lda, x + r0 * x_row, ldx, zero if first else one, c, K)
+    def add_through_numpy(r0, r1, first):
+        _check_block(r0, r1, R)
+        add_sum_of_products(A[r0:r1], X[r0:r1], C, first)
+    return add_through_numpy
+
+
+def _blas_blocks(A, X, C):
+    """``add(r0, r1, first)``, one ``?gemm`` call for ``C = A[r0:r1]ᵀ X[r0:r1]`` (``first``:
+    ``β = 0``, BLAS does not read ``C``) or ``C += …`` (``β = 1``), with the call's arguments
+    worked out once; ``None`` where BLAS cannot take the whole arrays (:func:`_tn_fits_blas`:
+    then it can take no block of their rows either)."""
+    if not _tn_fits_blas(A, X, C):
+        return None
+    R, G, K = A.shape[0], A.shape[1], X.shape[1]
+    fn, scalar = _ctypes_gemm[C.dtype.char]
+    zero, one, lda, ldx = scalar(0.0), scalar(1.0), _row_stride(A), _row_stride(X)
+    a, x, c, a_row, x_row = A.ctypes.data, X.ctypes.data, C.ctypes.data, A.strides[0], X.strides[0]
+
+    def add(r0, r1, first):
+        _check_block(r0, r1, R)
+        fn(_CBLAS_ROW_MAJOR, _CBLAS_TRANS, _CBLAS_NO_TRANS, G, K, r1 - r0, one,
+           a + r0 * a_row, lda, x + r0 * x_row, ldx, zero if first else one, c, K)
+    add.arrays = (A, X, C)                     # BLAS reads them by address: alive as long as add is
     return add
+
+
+def _check_block(r0, r1, R):
+    """Refuse rows that are not a block of ``0 .. R-1`` (a BLAS call would read outside the arrays)."""
+    if not 0 <= r0 < r1 <= R:
+        raise ValueError(f"rows {r0} .. {r1 - 1} are not a block of the {R} rows")
 
 
 def _blas_rows(a):
