@@ -33,10 +33,10 @@ def test_pack_layout(dtype):
     K, N = 7, 2 * nr + 3
     M = rng.standard_normal((K, N)).astype(dtype)
     P = panels.pack(M)
-    assert P.shape == (3, K * nr) and P.dtype == dtype and P.flags.c_contiguous
+    assert P.shape == (3, K, nr) and P.dtype == dtype and P.flags.c_contiguous
     for p in range(3):
         for k in range(K):
-            row = P[p, k * nr:(k + 1) * nr]
+            row = P[p, k]
             width = min(nr, N - p * nr)
             np.testing.assert_array_equal(row[:width], M[k, p * nr:p * nr + width])
             assert not row[width:].any()                               # zero padding
@@ -87,6 +87,27 @@ def test_panel_product_fixed_shapes(dtype):
     check_tile(rows, 64, 256, 0, rows, 0, 256, 0, dtype, 3)            # whole panels, whole blocks
     check_tile(5, 3, 40, 0, 5, 16, 32, 0, dtype, 4)                     # one unit block of a gate
     check_tile(4, 6, 9, 2, 2, 0, 9, 0, dtype, 5)                        # empty row range: no-op
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_each_form_of_the_operand_compiles_only_its_own_paths(dtype):
+    """Panels (3-D) compile to the panel path alone, a matrix to the loop and BLAS paths alone
+    (``gemm``'s module docstring: a first call compiles only what its size uses).  The
+    compiled code is read for the panel kernels' and BLAS's function names."""
+    rng = np.random.default_rng(7)
+    B, K, N = rng.integers(1, 12), rng.integers(1, 40), rng.integers(1, 90)
+    for product in (gemm.LOOPS, gemm.BLAS, gemm.PANELS):
+        check_tile(B, K, N, 0, B, 0, N, 1, dtype, int(rng.integers(2**16)), product)
+    seen = set()
+    for sig, code in gemm.matmul_tile.inspect_llvm().items():
+        if str(sig[2].dtype) != np.dtype(dtype).name:
+            continue
+        bits = 8 * np.dtype(dtype).itemsize
+        panel_code = f"rnnbook_panel_block_f{bits}" in code
+        blas_code = f"rnnbook_{'s' if bits == 32 else 'd'}gemm" in code      # bound even without a BLAS
+        assert (panel_code, blas_code) == ((True, False) if sig[1].ndim == 3 else (False, True))
+        seen.add(sig[1].ndim)
+    assert seen == {2, 3}
 
 
 @given(rows=st.integers(1, 64), K=st.integers(1, 4096), cols=st.integers(1, 4096))

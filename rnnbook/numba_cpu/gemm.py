@@ -8,7 +8,7 @@ and output columns (``matmul_tile``; ``matmul_rows`` is the tile of all columns)
 
 (forward: ``A = h_{t-1}``, ``M = W_hh^T``; backward: ``A = dz_t``, ``M = W_hh``; a thread
 that owns hidden units ``j0 .. j1-1`` takes those columns of each gate block,
-``matmul_gates``).  Three ways to compute it, chosen per call by ``product``
+``matmul_gates``).  Three ways to compute it, chosen per sequence by ``product``
 (``LOOPS``, ``BLAS``, ``PANELS``; the row kernels of the other cells pass a bool,
 loops or BLAS):
 
@@ -23,6 +23,13 @@ loops or BLAS):
 * **panels** -- ``M`` packed once per sequence into column panels and a
   register-blocked kernel per step (``panels.py``): what BLAS does inside, minus the
   repacking of ``M`` at every call, which is most of BLAS's cost when ``B`` is small.
+
+The packed panels are a 3-D array and a matrix is 2-D, and Numba compiles a kernel once
+per combination of its arguments' types: a kernel handed panels is compiled with the
+panel path alone, one handed a matrix with the loop and BLAS paths alone (Numba drops a
+branch on ``M.ndim`` before it types the code).  The panel path is most of what a cell
+kernel's first call compiles, so a first call at a size that takes the loops or BLAS
+does not pay for it, nor one that takes the panels for the other two.
 
 The BLAS is the OpenBLAS that NumPy's wheels carry (``numpy.libs``); its CBLAS
 ``?gemm`` is registered with LLVM under the names ``rnnbook_sgemm`` /
@@ -271,13 +278,14 @@ def matmul_tile(A, M, C, r0, r1, c0, c1, product):
 
     The tile is what one thread computes when the threads split the output columns
     (the hidden units) between them instead of the rows (``bptt.plan_tiles``).
-    ``product`` is ``LOOPS``, ``BLAS`` or ``PANELS`` (then ``M`` is ``operand(M, PANELS)``,
-    the packed panels, and ``K`` is read off it); a bool means loops or BLAS.
+    ``M`` is ``operand(M, product)``: for ``PANELS`` the packed panels, a 3-D array
+    (``K`` is read off it), else the matrix; ``product`` then says ``LOOPS`` or ``BLAS``
+    (a bool: loops or BLAS).
     """
     rows, cols = r1 - r0, c1 - c0
     if rows <= 0 or cols <= 0:
         return
-    if product == PANELS:
+    if M.ndim == 3:         # a constant when compiled: the other paths are not compiled (module docstring)
         matmul_panels(A, M, C, r0, r1, c0, c1)
         return
     K = M.shape[0]

@@ -11,14 +11,14 @@ OpenBLAS copies ("packs") ``M`` into its own layout on *every* call, and with on
 per sequence (:func:`pack`), into column *panels* of ``NR`` columns, each panel
 stored ``k``-major so that the ``NR`` values a step needs next are contiguous::
 
-    P[p, k·NR + n] = M[k, p·NR + n]        P (ceil(N / NR), K·NR), zero past column N
+    P[p, k, n] = M[k, p·NR + n]        P (ceil(N / NR), K, NR), zero past column N
 
 and every step runs one small kernel per (panel, block of ``ROWS`` rows):
 ``ROWS × NR`` sums held in vector registers for the whole loop over ``k``::
 
     acc[i, :] = 0                                   ROWS × NR  (ROWS·NR / lanes registers)
     for k in 0 .. K-1:
-        m = P[p, k·NR : k·NR + NR]                  NR/lanes vector loads
+        m = P[p, k, :]                              NR/lanes vector loads
         acc[i, :] += A[r+i, k] · m   for each i     one broadcast + NR/lanes FMAs per row
     C[r+i, p·NR + n] += acc[i, n]   for the rows and columns inside the tile (masked)
 
@@ -95,10 +95,13 @@ def panel_width(dtype) -> int:
 
 
 def pack(M):
-    """``M (K, N)`` -> ``P (ceil(N / NR), K·NR)``: column panels, each ``k``-major, zero-padded.
+    """``M (K, N)`` -> ``P (ceil(N / NR), K, NR)``: column panels, each ``k``-major, zero-padded.
 
     ``P`` starts on a 64-byte boundary, so with AVX-512 every vector load of a panel is
-    aligned (the kernel itself assumes only element alignment)."""
+    aligned (the kernel itself assumes only element alignment).  Three dimensions rather
+    than the two of a matrix: ``gemm.matmul_tile`` tells the forms apart by ``ndim``, which
+    the compiler knows, so a kernel compiled for panels holds only the panel path and one
+    compiled for a matrix only the loop and BLAS paths."""
     K, N = M.shape
     nr = panel_width(M.dtype)
     full, rest = divmod(N, nr)                             # whole panels, columns of a last one
@@ -107,7 +110,7 @@ def pack(M):
     if rest:
         P[full, :, :rest] = M[:, full * nr:]
         P[full, :, rest:] = 0
-    return P.reshape(P.shape[0], K * nr)
+    return P
 
 
 # ------------------------------------------------------------------------------------ the kernel
@@ -150,7 +153,7 @@ class _Ops:
                             builder.icmp_signed("<", lane, _vector(builder, end, ir.VectorType(i64, self.lanes))))
 
     def panel_at(self, builder, p_base, k):
-        """The ``VECTORS`` vectors of ``P[p, k·NR : k·NR + NR]`` (``p_base`` points at ``P[p, 0]``)."""
+        """The ``VECTORS`` vectors of ``P[p, k, :]`` (``p_base`` points at ``P[p, 0, 0]``)."""
         i64 = ir.IntType(64)
         p_k = builder.gep(p_base, [builder.mul(k, ir.Constant(i64, self.nr))])
         return [builder.load(builder.bitcast(builder.gep(p_k, [ir.Constant(i64, v * self.lanes)]),
@@ -193,7 +196,7 @@ class _Ops:
 def _emit_block(builder, a, lda, rows, p, K, c, ldc, first, end, bits):
     """IR of one ``ROWS × NR`` block (see the module docstring); ``K >= 1``.
 
-    ``a``, ``p``, ``c``: addresses of ``A[r, 0]``, ``P[panel, 0]``, ``C[r, panel·NR]``;
+    ``a``, ``p``, ``c``: addresses of ``A[r, 0]``, ``P[panel, 0, 0]``, ``C[r, panel·NR]``;
     ``lda``, ``ldc`` in elements; ``rows`` valid rows (1 .. ROWS); columns
     ``first <= n < end`` of the panel are added into ``C``.
     """
@@ -208,7 +211,7 @@ def _emit_block(builder, a, lda, rows, p, K, c, ldc, first, end, bits):
     p_base = builder.inttoptr(p, ptr)
 
     def body(k, acc):
-        m = ops.panel_at(builder, p_base, k)                               # m = P[p, k·NR : k·NR + NR]
+        m = ops.panel_at(builder, p_base, k)                               # m = P[p, k, :]
         new = []
         for i in range(ROWS):
             a_ik = _vector(builder, builder.load(builder.gep(a_rows[i], [k])), vty)   # broadcast A[r+i, k]
@@ -246,7 +249,7 @@ def _emit_row(builder, a, p, K, c, first, end, bits):
     lanes, vty, fma, zero = ops.lanes, ops.vty, ops.fma, ops.zero
     a_base, p_base = builder.inttoptr(a, ops.ptr), builder.inttoptr(p, ops.ptr)
 
-    def step(k, sums):            # sums[v] += A[r, k] · P[p, k·NR + v·lanes ...]
+    def step(k, sums):            # sums[v] += A[r, k] · P[p, k, v·lanes ...]
         a_k = _vector(builder, builder.load(builder.gep(a_base, [k])), vty)
         return [builder.call(fma, [a_k, m, acc]) for m, acc in zip(ops.panel_at(builder, p_base, k), sums)]
 
@@ -353,11 +356,11 @@ def _emit_panels(context, builder, sig, args):
         stride = builder.sdiv(cgutils.unpack_tuple(builder, arr.strides, 2)[0], const(size))
         return builder.select(builder.icmp_signed(">", rows, const(1)), stride, smax(cols, const(1)))
 
-    def address(arr, row):        # integer address of arr[row, 0]
+    def address(arr, row):        # integer address of arr[row, 0] (arr[row, 0, 0] for P)
         base = builder.ptrtoint(arr.data, i64)
-        return builder.add(base, builder.mul(row, cgutils.unpack_tuple(builder, arr.strides, 2)[0]))
+        return builder.add(base, builder.mul(row, cgutils.unpack_tuple(builder, arr.strides)[0]))
 
-    K = builder.sdiv(cgutils.unpack_tuple(builder, P.shape, 2)[1], const(nr))
+    K = cgutils.unpack_tuple(builder, P.shape, 3)[1]
     lda, ldc = row_stride(A), row_stride(C)
     block = _block_function(builder.module, bits)
     single = _block_function(builder.module, bits, _emit_row)
@@ -385,7 +388,7 @@ def _emit_panels(context, builder, sig, args):
 @intrinsic
 def matmul_panels(typingctx, A, P, C, r0, r1, c0, c1):
     """``C[r, c0:c1] += A[r, :K] @ M[:, c0:c1]`` for rows ``r0 <= r < r1``, with ``P = pack(M)``
-    (compiled code only; ``gemm.matmul_tile`` calls it).
+    ``(ceil(N / NR), K, NR)`` (compiled code only; ``gemm.matmul_tile`` calls it).
 
     ``K`` is read off ``P``; ``A`` may have more columns (only the first ``K`` are used).
     Every array's rows must be contiguous; all three of one dtype, float32 or float64.
@@ -393,7 +396,7 @@ def matmul_panels(typingctx, A, P, C, r0, r1, c0, c1):
     every block of rows passes over it.
     """
     arrays = (A, P, C)
-    if not all(isinstance(t, types.Array) and t.ndim == 2 for t in arrays):
+    if not all(isinstance(t, types.Array) and t.ndim == n for t, n in zip(arrays, (2, 3, 2))):
         return None
     if C.dtype not in (types.float32, types.float64) or any(t.dtype != C.dtype for t in arrays):
         return None
