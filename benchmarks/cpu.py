@@ -527,22 +527,29 @@ print(json.dumps({"import": t_import, "forward": t1 - t0, "backward": t2 - t1}))
 """
 
 
+#: the two forms a tile kernel is compiled for (``gemm``'s module docstring): the weight as a
+#: matrix (loop and BLAS paths) or as packed panels (panel path); a signature is one of each
+COMPILE_PATHS = ("loops", "panels")
+
+
 def compile_times(quick=False):
-    """Cold (empty NUMBA_CACHE_DIR) and cached first-call times per (kernel, dtype), fresh processes."""
+    """Cold (empty NUMBA_CACHE_DIR) and cached first-call times per (kernel, dtype, path),
+    fresh processes."""
     variants = [("rnn", {"nonlinearity": "tanh"}), ("lstm", {}), ("gru", {"reset_after": True}),
                 ("gru", {"reset_after": False})]
     dtypes = ["float32"] if quick else ["float32", "float64"]
     rows = []
     for arch, opts in variants:
         for dt in dtypes:
-            with tempfile.TemporaryDirectory() as cache_dir:
-                env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, PYTHONPATH=ROOT)
-                res = []
-                for _ in range(2):                         # cold, then from the cache just written
-                    out = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET, arch, json.dumps(opts), dt,
-                                          "loops"], env=env, capture_output=True, text=True, check=True)
-                    res.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            rows.append((arch, opts, dt, res[0], res[1]))
+            for path in COMPILE_PATHS:
+                with tempfile.TemporaryDirectory() as cache_dir:
+                    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, PYTHONPATH=ROOT)
+                    res = []
+                    for _ in range(2):                         # cold, then from the cache just written
+                        out = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET, arch, json.dumps(opts), dt,
+                                              path], env=env, capture_output=True, text=True, check=True)
+                        res.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                rows.append((arch, opts, dt, path, res[0], res[1]))
     return rows
 
 
@@ -608,14 +615,14 @@ def main():
          "interleaved so that all contenders see the same load)")
     if not args.no_compile:
         emit()
-        emit("## First-call compile time per signature (fresh process each; kernels on the loop path, "
-             "which compiles the BLAS branch too)")
+        emit("## First-call compile time per signature (fresh process each; each kernel compiled for "
+             "the weight as a matrix, `loops`, which holds the BLAS path too, and as packed `panels`)")
         emit()
-        emit("| kernel | dtype | forward cold s | backward cold s | forward cached s | backward cached s |")
-        emit("|---|---|---:|---:|---:|---:|")
-        for arch, opts, dt, cold, cached in compile_rows:
+        emit("| kernel | dtype | path | forward cold s | backward cold s | forward cached s | backward cached s |")
+        emit("|---|---|---|---:|---:|---:|---:|")
+        for arch, opts, dt, path, cold, cached in compile_rows:
             label = arch + (f" {opts}" if opts else "")
-            emit(f"| {label} | {dt} | {cold['forward']:.2f} | {cold['backward']:.2f} | "
+            emit(f"| {label} | {dt} | {path} | {cold['forward']:.2f} | {cold['backward']:.2f} | "
                  f"{cached['forward']:.2f} | {cached['backward']:.2f} |")
         emit()
         emit("Targets: cold ≤ 2 s, cached ≤ 0.3 s per signature.  'Cold' includes Numba's one-time "
