@@ -30,7 +30,7 @@ panel path alone, one handed a matrix with the loop and BLAS paths alone (Numba 
 branch on ``M.ndim`` before it types the code).  Every path costs compile time on a
 kernel's first call (with all three, ``matmul_tile`` took 0.9 s of the GRU forward
 kernel's 2.7 s on a slow day), so a first call compiles only the paths its size can take:
-measured, 5-16% off a forward kernel's first call on a matrix, 30-47% on panels.
+measured, 5-16% off a forward kernel's first call on a matrix, 29-47% on panels.
 
 The BLAS is the OpenBLAS that NumPy's wheels carry (``numpy.libs``); its CBLAS
 ``?gemm`` is registered with LLVM under the names ``rnnbook_sgemm`` /
