@@ -42,6 +42,34 @@ def test_step_blocks_cover_every_step_once_from_the_top(T, B, rows, ramp):
     assert upward == [(T - t1, T - t0) for t0, t1 in blocks]         # the same blocks, from step 0 up
 
 
+@given(T=st.integers(1, 3000), B=st.integers(1, 40), rows=st.integers(1, 512), data=st.data(),
+       busy=st.floats(0, 1e9), per_step=st.floats(1e-3, 1e6))
+def test_a_free_thread_takes_a_run_of_blocks_that_evens_out_the_work(T, B, rows, data, busy, per_step):
+    """``_share_of_what_is_left``: consecutive blocks from the first left, at least one, and no
+    more than make this thread's share reach half of the work left (the other thread's
+    ``busy`` multiply-adds plus the per-step results left); the rest stay in ``left``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bptt, "STREAM_BLOCK_ROWS", rows)
+        blocks = bptt.step_blocks(T, B)
+    left = sorted(data.draw(st.sets(st.integers(0, len(blocks) - 1))))
+    before = list(left)
+    run = bptt._share_of_what_is_left(blocks, left, busy, per_step)
+    if not before:
+        assert run == [] and left == []
+        return
+    assert run == before[:len(run)] and left == before[len(run):] and run      # taken from the front
+    assert run == list(range(run[0], run[0] + len(run)))                       # one range of steps
+
+    def steps(idx):
+        return sum(blocks[i][1] - blocks[i][0] for i in idx)
+    want = (busy + steps(before) * per_step) / 2
+    assert steps(run[:-1]) * per_step < want                                   # none past the share
+    if left and left[0] == run[-1] + 1:                                        # stopped with more in reach:
+        assert steps(run) * per_step >= want                                   # the share is reached
+    if busy >= steps(before) * per_step and before == list(range(before[0], before[-1] + 1)):
+        assert left == []                                                      # all, while the other is busy
+
+
 @pytest.mark.parametrize("extra, ramps", [(0, True), (1, True), (-1, False)])
 def test_first_blocks_are_short_once_the_loop_reads_a_large_weight(extra, ramps):
     """``K · N`` multiply-adds per row and step: from ``RAMP_MIN_MACS / STREAM_BLOCK_ROWS`` on
