@@ -545,8 +545,9 @@ def _share_of_what_is_left(blocks, left, busy_macs, per_step_macs):
     rest, and so on.  A run in one call rather than a block a call: with both threads taking
     blocks of 128 steps after the loop (Python, then a BLAS call, on each), calls of ~12 µs
     took up to 100-240 µs; two threads making such calls side by side, with nothing else
-    running, see the same (``np.matmul`` of 128 × 128 by 128 × 32: 1 call in 20 over 50 µs,
-    against 1 in 600 on one thread alone).  Paired in one process against a block a call
+    running, see the same on the Intel VM (``np.matmul`` of 128 × 128 by 128 × 32: 1 call in
+    20 over 50 µs, against 1 in 600 on one thread alone; on the AMD VM on another day, 1 in
+    370 against 1 in 1400).  Paired in one process against a block a call
     (Intel Xeon VM, 2 threads, training step, T=1024, 100-200 rounds): LSTM B=1 H=32 0.92,
     GRU H=64 0.94, RNN H=128 0.98, LSTM H=64 and H=128 1.00.
     """
