@@ -6,9 +6,11 @@ producing the gate gradients of earlier steps.  Checked here: the blocks cover e
 once; each cell gives the reference's gradients through that path (which the tests force
 at small sizes, and confirm was taken); the weight sums do not depend on timing; the
 helper never reads a block before the loop has announced it; a loop that raises does not
-leave the helper waiting.  And the forward loop's inputs computed ahead of it: the loop
-waits for them, and a block that raises (on either thread, however late the helper starts)
-does not leave it waiting; the sums read inputs of any memory layout.
+leave the helper waiting -- all of it both as compiled calls (``alongside.py``) and through
+Python; the compiled products and shares match NumPy's and the Python path's, and two
+threads sharing the blocks left leave none out.  And the forward loop's inputs computed
+ahead of it: the loop waits for them, and a block that raises (on either thread, however
+late the helper starts) does not leave it waiting; the sums read inputs of any memory layout.
 """
 import threading
 import time
@@ -18,7 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 numba_cpu = pytest.importorskip("rnnbook.numba_cpu")
-from rnnbook.numba_cpu import bptt, workers  # noqa: E402
+from numba import njit  # noqa: E402
+
+from rnnbook.numba_cpu import alongside, bptt, workers  # noqa: E402
+from rnnbook.numba_cpu.alongside import _take_share  # noqa: E402
+from rnnbook.numba_cpu.gemm import run_block  # noqa: E402
 
 import rnnbook as rb  # noqa: E402
 from test_numba_parity import CELLS, STRATEGIES, compare, poison_empty, rel_error  # noqa: E402
@@ -97,22 +103,25 @@ class Spy:
 @given(cell=st.sampled_from(CELLS), T=st.integers(1, 12), B=st.integers(1, 3), D=st.integers(1, 6),
        H=st.integers(1, 9), dtype=st.sampled_from([np.float64, np.float32]),
        strategy=st.sampled_from(STRATEGIES), window=st.one_of(st.none(), st.integers(1, 4)),
-       rows=st.integers(1, 6), ramp=st.booleans(), use_state=st.booleans(), seed=st.integers(0, 2**16))
+       rows=st.integers(1, 6), ramp=st.booleans(), use_state=st.booleans(), compiled=st.booleans(),
+       seed=st.integers(0, 2**16))
 def test_gradients_alongside_the_loop_match_the_reference(cell, T, B, D, H, dtype, strategy, window, rows,
-                                                           ramp, use_state, seed):
-    """Forced at every size (blocks of 1-6 rows, short first blocks or not): the reference's
-    gradients, float64 to 1e-10 and float32 to 1e-5; taken for full BPTT only (BPTT(k) runs
-    several chains over each step)."""
+                                                           ramp, use_state, compiled, seed):
+    """Forced at every size (blocks of 1-6 rows, short first blocks or not), as compiled calls
+    (``alongside.py``) or through Python: the reference's gradients, float64 to 1e-10 and
+    float32 to 1e-5; taken for full BPTT only (BPTT(k) runs several chains over each step)."""
     arch, opts = cell
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bptt, "AHEAD_MIN_MACS", 0)
         mp.setattr(bptt, "BEHIND_MIN_MACS", 0)
         mp.setattr(bptt, "STREAM_BLOCK_ROWS", rows)
         mp.setattr(bptt, "RAMP_MIN_MACS", 0 if ramp else 1 << 62)
+        mp.setattr(bptt, "COMPILED_ALONGSIDE", compiled)
         mp.setattr(bptt.numba, "get_num_threads", lambda: 2)
-        spy, ahead = Spy(mp), Spy(mp, "_inputs_alongside")
+        spy, ahead, python = Spy(mp), Spy(mp, "_inputs_alongside"), Spy(mp, "_python_alongside")
         compare(arch, opts, T, B, D, H, dtype, strategy, window, seed, use_state, split=("rows", 1))
     assert spy.calls == (1 if window is None else 0)
+    assert python.calls == (spy.calls if not (compiled and bptt.gemm.HAVE_BLAS) else 0)
     assert ahead.calls == 1
 
 
@@ -138,11 +147,11 @@ def test_taken_at_b1_by_itself_and_not_with_one_thread(arch, opts, monkeypatch):
     """Unforced: a long single sequence goes alongside the loop; with one thread, with the batch
     on two row blocks, or for a short sequence, the products run before and after it.  The
     weight sums' BLAS calls are prepared only where they run by blocks (preparing costs ~10 µs
-    a sum, wasted in every other call)."""
+    a sum, wasted in every other call; so does making a product's row for the compiled path)."""
     spy, ahead = Spy(monkeypatch), Spy(monkeypatch, "_inputs_alongside")
     prepared = []
-    real = bptt.gemm.sum_of_products_by_blocks
-    monkeypatch.setattr(bptt.gemm, "sum_of_products_by_blocks", lambda *a: prepared.append(1) or real(*a))
+    for name in ("sum_of_products_by_blocks", "block_product"):      # the Python path's, the compiled one's
+        monkeypatch.setattr(bptt.gemm, name, lambda *a, real=getattr(bptt.gemm, name): prepared.append(1) or real(*a))
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
     assert _long_sequence(arch, opts, 1000, 1, seed=1) <= 1e-5
     assert spy.calls == ahead.calls == 1
@@ -183,10 +192,12 @@ def test_gradients_go_behind_the_loop_from_half_the_inputs_threshold(T, behind, 
         assert rel_error(grads[1][k], grads[0][k]) <= 1e-5, k
 
 
-def test_no_block_is_read_before_the_loop_announces_it(monkeypatch):
+@pytest.mark.parametrize("compiled", [True, False])
+def test_no_block_is_read_before_the_loop_announces_it(compiled, monkeypatch):
     """A stand-in loop fills ``dZ`` one step at a time, from the last, with pauses, and
     announces each step on the barrier counter as the kernels do; ``dZ`` starts as NaN, so
-    a block read too early leaves NaN in the gradients."""
+    a block read too early leaves NaN in the gradients (compiled calls and Python alike)."""
+    monkeypatch.setattr(bptt, "COMPILED_ALONGSIDE", compiled)
     monkeypatch.setattr(bptt, "AHEAD_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "BEHIND_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 4)
@@ -212,16 +223,20 @@ def test_no_block_is_read_before_the_loop_announces_it(monkeypatch):
     np.testing.assert_allclose(dX, values @ W_ih, rtol=1e-12)
 
 
-@pytest.mark.parametrize("route", ["prepared", "blas", "numpy"])
+@pytest.mark.parametrize("route", ["compiled", "prepared", "blas", "numpy"])
 def test_weight_sums_do_not_depend_on_timing(route, monkeypatch):
     """The sums are added block after block on one thread: bit for bit the same, however fast
-    the loop goes, whichever way a block is added (one BLAS call prepared for all blocks,
-    ``gemm.sum_of_products_by_blocks``; or block by block through ``add_sum_of_products``,
-    by BLAS's β = 1 adds or NumPy's products) -- and the right sums."""
+    the loop goes, whichever way a block is added (compiled, ``alongside.py``; or from Python:
+    one BLAS call prepared for all blocks, ``gemm.sum_of_products_by_blocks``, or block by
+    block through ``add_sum_of_products``, by BLAS's β = 1 adds or NumPy's products) -- and
+    the right sums."""
+    monkeypatch.setattr(bptt, "COMPILED_ALONGSIDE", route == "compiled")
     monkeypatch.setattr(bptt, "AHEAD_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "BEHIND_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 8)
-    if route != "prepared":
+    if route == "compiled" and bptt.gemm.HAVE_BLAS:
+        monkeypatch.setattr(bptt, "_python_alongside", lambda *a: pytest.fail("took the Python path"))
+    if route not in ("compiled", "prepared"):
         monkeypatch.setattr(bptt.gemm, "sum_of_products_by_blocks", lambda A, X, C: (
             lambda r0, r1, first: bptt.gemm.add_sum_of_products(A[r0:r1], X[r0:r1], C, first)))
         monkeypatch.setattr(bptt.gemm, "CTYPES_MIN_MACS", 0 if route == "blas" else 1 << 62)
@@ -251,7 +266,9 @@ def test_weight_sums_do_not_depend_on_timing(route, monkeypatch):
     np.testing.assert_allclose(results[0][1], v64.sum(axis=(0, 1)), rtol=1e-5, atol=1e-5)
 
 
-def test_a_loop_that_raises_does_not_leave_the_helper_waiting(monkeypatch):
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_loop_that_raises_does_not_leave_the_helper_waiting(compiled, monkeypatch):
+    monkeypatch.setattr(bptt, "COMPILED_ALONGSIDE", compiled)
     monkeypatch.setattr(bptt, "AHEAD_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "BEHIND_MIN_MACS", 0)
     monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
@@ -587,3 +604,135 @@ def test_transposed_product_refuses_shapes_that_do_not_fit():
         bptt.gemm.transposed_product(A, X, np.empty((128, 256)))           # the wrong layout
     with pytest.raises(ValueError, match="do not fit"):
         bptt.gemm.transposed_product(A, rng.standard_normal((5, 128)))     # rows that differ
+
+
+@njit
+def _run_blocks(product, blocks):
+    """``gemm.run_block`` over ``blocks`` (n, 2), in order; the first stores a sum's terms."""
+    for n in range(blocks.shape[0]):
+        run_block(product, blocks[n, 0], blocks[n, 1], n == 0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(R=st.integers(1, 50), P=st.integers(1, 20), Q=st.integers(1, 20), sum_over_rows=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), a_layout=st.sampled_from(["plain"] + LAYOUTS),
+       b_layout=st.sampled_from(["plain"] + LAYOUTS), data=st.data(), seed=st.integers(0, 2**16))
+def test_block_product_by_blocks_of_rows(R, P, Q, sum_over_rows, dtype, a_layout, b_layout, data, seed):
+    """``gemm.block_product`` and ``run_block``, the compiled path's products: blocks of rows in
+    any sizes, from the last rows up, give ``Σ_r A[r]ᵀ B[r]`` (``C`` starts as NaN: the first
+    block must not read it) or ``C[r] = A[r] B`` for every row.  Arrays that BLAS cannot read
+    as they are get no row (``None``: the caller takes the Python path)."""
+    rng = np.random.default_rng(seed)
+    gemm = bptt.gemm
+
+    def operand(shape, layout):
+        return rng.standard_normal(shape).astype(dtype) if layout == "plain" else _laid_out(rng, shape, dtype, layout)
+    A = operand((R, P), a_layout)
+    Bm = operand((R, Q) if sum_over_rows else (P, Q), b_layout)
+    C = np.full((P, Q) if sum_over_rows else (R, Q), np.nan, dtype)
+    kind = gemm.SUM_OF_PRODUCTS if sum_over_rows else gemm.PRODUCT_ROWS
+    product = gemm.block_product(kind, A, Bm, C)
+    if not (gemm.HAVE_BLAS and gemm._blas_rows(A) and gemm._blas_rows(Bm)):
+        assert product is None
+        return
+    if a_layout in ("plain", "wide") and b_layout in ("plain", "wide"):
+        assert product is not None
+    cuts = sorted(data.draw(st.sets(st.integers(1, R - 1), max_size=8)) if R > 1 else [])
+    _run_blocks(product, np.array(list(zip([0] + cuts, cuts + [R]))[::-1], np.int64).reshape(-1, 2))
+    A64, B64 = A.astype(np.float64), Bm.astype(np.float64)
+    ref = A64.T @ B64 if sum_over_rows else A64 @ B64
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(C, ref, rtol=tol, atol=tol * max(np.abs(ref).max(), 1))
+
+
+def test_block_product_refuses_what_blas_cannot_take():
+    """No row for operands of different dtypes or one BLAS has not, shapes that do not fit, or a
+    result BLAS may not write: read-only, not C-contiguous, or overlapping an operand."""
+    gemm = bptt.gemm
+    rng = np.random.default_rng(8)
+    A, M = rng.standard_normal((6, 3)), rng.standard_normal((3, 4))
+    C = np.zeros((6, 4))
+    if not gemm.HAVE_BLAS:
+        assert gemm.block_product(gemm.PRODUCT_ROWS, A, M, C) is None
+        return
+    assert gemm.block_product(gemm.PRODUCT_ROWS, A, M, C) is not None
+    read_only = C.copy()
+    read_only.flags.writeable = False
+    big = np.zeros((6, 8))
+    for a, m, c in [(A.astype(np.float32), M, C), (A, M, C.astype(np.float32)),
+                    (A.astype(np.int64), M.astype(np.int64), C.astype(np.int64)),
+                    (A, M[:2], C), (A, M, C[:5]), (A, M, read_only), (A, M, big[:, ::2]),
+                    (A, M, big[:, :4])]:
+        assert gemm.block_product(gemm.PRODUCT_ROWS, a, m, c) is None
+    shared = np.zeros((6, 7))
+    assert gemm.block_product(gemm.PRODUCT_ROWS, shared[:, :3], M, shared[:, 3:]) is None   # C over A
+    assert gemm.block_product(gemm.SUM_OF_PRODUCTS, A, C, np.zeros((3, 4))) is not None
+    assert gemm.block_product(gemm.SUM_OF_PRODUCTS, A, C[:5], np.zeros((3, 4))) is None     # rows differ
+    assert gemm.block_product(gemm.SUM_OF_PRODUCTS, A, C, np.zeros((4, 3))) is None
+
+
+@njit
+def _take_once(T, B, blocks, state, left, sums_macs, per_step_macs):
+    per_step = np.empty((0, bptt.gemm.BLOCK_PRODUCT_SIZE), np.int64)
+    return _take_share(T, B, blocks, per_step, state, left, sums_macs, per_step_macs)
+
+
+@settings(max_examples=100, deadline=None)
+@given(T=st.integers(1, 3000), B=st.integers(1, 8), rows=st.integers(1, 512), data=st.data(),
+       busy=st.floats(0, 1e7), per_step=st.floats(1, 1e5), summed=st.floats(0, 1))
+def test_compiled_share_is_the_python_share(T, B, rows, data, busy, per_step, summed):
+    """One call of the compiled path's ``_take_share`` claims the same run of blocks as
+    ``bptt._share_of_what_is_left`` takes, for any blocks left and any work on the other
+    thread (its sums not added yet: ``(T - summed) · sums_macs``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bptt, "STREAM_BLOCK_ROWS", rows)
+        blocks = bptt.step_blocks(T, B)
+    n = len(blocks)
+    left = sorted(data.draw(st.sets(st.integers(0, n - 1), max_size=n)))
+    done = int(summed * T)
+    sums_macs = busy / max(T - done, 1)
+    state = bptt.sync.counters(1)
+    state[alongside.SUMMED] = done
+    flags = np.full(n, alongside.TAKEN, np.int64)
+    flags[left] = alongside.LEFT
+    took = _take_once(T, B, np.array(blocks, np.int64).reshape(-1, 2), state, flags, sums_macs, per_step)
+    python_left = list(left)
+    run = bptt._share_of_what_is_left(blocks, python_left, (T - done) * sums_macs, per_step)
+    assert took == bool(left)
+    assert sorted(set(left) - set(np.flatnonzero(flags == alongside.LEFT))) == run
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_threads_share_what_is_left_without_gaps_or_twice(dtype):
+    """Both threads in ``alongside.share_left`` at once (compiled, without the GIL), five times:
+    every block's rows are computed (``C`` starts as NaN: a gap stays NaN), all blocks end up
+    taken, and each row holds its product."""
+    rng = np.random.default_rng(9)
+    T, B, P, Q = 2000, 3, 24, 16
+    A, M = rng.standard_normal((T * B, P)).astype(dtype), rng.standard_normal((P, Q)).astype(dtype)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bptt, "STREAM_BLOCK_ROWS", 6)
+        blocks = np.array(bptt.step_blocks(T, B), np.int64).reshape(-1, 2)
+    for _ in range(5):
+        C = np.full((T * B, Q), np.nan, dtype)
+        per_step = bptt.gemm.block_product(bptt.gemm.PRODUCT_ROWS, A, M, C)
+        if per_step is None:
+            pytest.skip("no usable BLAS: the compiled path is not taken")
+        per_step = per_step.reshape(1, -1)
+        left = np.full(len(blocks), alongside.LEFT, np.int64)
+        state = bptt.sync.counters(1)
+        state[alongside.SUMMED] = T
+        go = threading.Barrier(2)
+
+        def share():
+            go.wait()
+            alongside.share_left(T, B, blocks, per_step, state, left, 0.0, float(P * Q * B))
+        threads = [threading.Thread(target=share) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in threads)
+        assert (left == alongside.TAKEN).all()
+        tol = 1e-12 if dtype == np.float64 else 1e-5
+        np.testing.assert_allclose(C, A.astype(np.float64) @ M.astype(np.float64), rtol=tol, atol=tol)

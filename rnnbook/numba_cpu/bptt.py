@@ -70,7 +70,7 @@ import numba
 import numpy as np
 
 from ..checks import check_window
-from . import gemm, sync
+from . import alongside, gemm, sync
 from .workers import in_parallel, spin_until, store_release_py, wait_for
 
 #: per-step multiply-adds (rows × K × N) from which the BLAS path is used instead of the
@@ -459,7 +459,44 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
     _finish(before)
 
 
+#: whether the products behind the loop run as compiled calls (``alongside.py``) when every one
+#: of them has its compiled form; else, or without, as Python calls (:func:`_python_alongside`)
+COMPILED_ALONGSIDE = True
+
+
 def _gradients_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step):
+    """The tile kernel on this thread and ``then``'s products on a helper, at the same time:
+    compiled (``alongside.py``) where every product has its form as a ``gemm.block_product``
+    (``Product.blocks``: where BLAS takes its arrays), else through Python
+    (:func:`_python_alongside`).  Both share the work the same way, block by block."""
+    rows = [job.blocks() if COMPILED_ALONGSIDE and job.blocks is not None else None for job in then]
+    if any(row is None for row in rows):
+        return _python_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step)
+    flags = sync.new_flags(1)
+    blocks = np.array(step_blocks(T, B, ramp=_ramps(tiling, T, B)), np.int64).reshape(-1, 2)
+    sums, per_step = ([row for row, job in zip(rows, then) if job.per_step == each] for each in (False, True))
+    # multiply-adds per step: of the sums (one thread's work), and of the per-step results
+    sums_macs, per_step_macs = (sum(job.macs for job in then if job.per_step == each) / T
+                                for each in (False, True))
+    sums, per_step = (np.array(rows, np.int64).reshape(-1, gemm.BLOCK_PRODUCT_SIZE) for rows in (sums, per_step))
+    state = sync.counters(1)                    # slot alongside.SUMMED: steps whose sums are added
+    left = np.full(len(blocks), alongside.LEFT, np.int64)
+    work = (per_step, state, left, sums_macs, per_step_macs)
+
+    def part(which):
+        if which == 0:                          # this thread: the loop, then its share of what is left
+            try:
+                kernel(*args, 0, B, 0, H, tiling.product, flags, 0)
+            finally:
+                store_release_py(flags, 0, _LOOP_OVER)
+            alongside.share_left(T, B, blocks, *work)
+        else:                                   # the helper: alongside the loop, then its share
+            alongside.follow(flags, barriers_per_step, T, B, blocks, sums, *work)
+    with gemm.single_threaded_blas():
+        in_parallel(part, [(0,), (1,)])
+
+
+def _python_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step):
     """The tile kernel on this thread and ``then``'s products on a helper, at the same time.
 
     The products are cut into the blocks of steps of :func:`step_blocks`, which the loop
@@ -604,7 +641,10 @@ class Product(NamedTuple):
     bias gradient) ``steps`` adds the block's terms (stores them with ``first``), and the
     blocks must come in one order on one thread; a result with a part per step
     (``per_step``: the input projection, the input gradient) takes its blocks in any order,
-    on any thread.
+    on any thread.  ``blocks()``, where given, returns the same product as a row that
+    compiled code runs block by block (``gemm.block_product``; ``None`` where BLAS cannot
+    take its arrays): asked for only when the product does run behind a loop, because
+    making it costs a few µs that every other call would waste.
     """
     part: object
     R: int
@@ -613,9 +653,10 @@ class Product(NamedTuple):
     steps: object = None
     total: object = None
     per_step: bool = False
+    blocks: object = None
 
 
-def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False):
+def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False, blocks=None):
     """Run ``part(r0, r1)`` over row blocks covering ``0 .. R-1``: one per thread of the backend
     when the job (``macs`` multiply-adds) is big enough, with BLAS single-threaded inside;
     then ``then()`` (if given) on this thread.  Inside :func:`together` or :func:`deferred`
@@ -630,7 +671,7 @@ def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False)
     projection, the recurrence ran no faster on two row blocks than on one, and 1.8x faster
     without it.  The helper threads (``workers.py``) sleep when idle.
     """
-    job = Product(part, R, macs, then, steps, total, per_step)
+    job = Product(part, R, macs, then, steps, total, per_step, blocks)
     queued = getattr(_together, "jobs", None)
     if queued is not None:
         queued.append(job)
@@ -771,8 +812,22 @@ def weight_gradient(dZ, inputs):
         if first:                            # (not before: most calls never sum by blocks)
             add = gemm.sum_of_products_by_blocks(dZ.reshape(T * B, G), X, out)
         add(t0 * B, t1 * B, first)
-    on_threads(part, G, T * B * G * X.shape[1], steps=steps)
+    on_threads(part, G, T * B * G * X.shape[1], steps=steps,
+               blocks=lambda: _block_product(gemm.SUM_OF_PRODUCTS, _step_rows(dZ), X, out))
     return out
+
+
+def _step_rows(a):
+    """``a (T, B, N)`` as a view ``(T·B, N)`` of the same memory, or ``None`` where that takes a
+    copy: a product recorded by address (:func:`_block_product`) must read ``dZ`` itself, which
+    the loop fills after the recording."""
+    rows = a.reshape(a.shape[0] * a.shape[1], a.shape[2])
+    return rows if np.may_share_memory(rows, a) else None     # (a copy never overlaps its source)
+
+
+def _block_product(kind, A, M, C):
+    """``gemm.block_product``, ``None`` for an operand that is not there (:func:`_step_rows`)."""
+    return None if A is None else gemm.block_product(kind, A, M, C)
 
 
 def input_gradient(dZ, W_ih):
@@ -785,7 +840,8 @@ def input_gradient(dZ, W_ih):
 
     def steps(t0, t1, first):
         part(t0 * B, t1 * B)
-    on_threads(part, T * B, T * B * G * W_ih.shape[1], steps=steps, per_step=True)
+    on_threads(part, T * B, T * B * G * W_ih.shape[1], steps=steps, per_step=True,
+               blocks=lambda: _block_product(gemm.PRODUCT_ROWS, _step_rows(dZ), W_ih, out))
     return out.reshape(T, B, -1)
 
 
@@ -817,7 +873,9 @@ def bias_gradient(dZ):
             np.copyto(out, block)
         else:
             np.add(out, block, out=out)
-    on_threads(part, T * B, T * B * G, then=total, steps=steps)
+    on_threads(part, T * B, T * B * G, then=total, steps=steps,
+               blocks=lambda: _block_product(gemm.SUM_OF_PRODUCTS, ones.reshape(T * B, 1), _step_rows(dZ),
+                                             out.reshape(1, G)))
     return out
 
 

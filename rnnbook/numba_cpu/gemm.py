@@ -469,6 +469,59 @@ def _blas_blocks(A, X, C):
     return add
 
 
+# A product that compiled code computes block of rows by block of rows, with no Python between the
+# blocks (``bptt._gradients_alongside``): one row of int64, what its ?gemm calls need::
+#
+#     kind  P  Q  a  lda  b  ldb  c  ldc  itemsize        (addresses in bytes, leading dimensions in elements)
+#
+#     SUM_OF_PRODUCTS   C (P, Q)  =  Σ_r A[r]ᵀ B[r]     a block of rows r0 .. r1-1 adds its terms
+#                       (the first block stores them: β = 0), A (R, P), B (R, Q)
+#     PRODUCT_ROWS      C[r]  =  A[r] B  for r0 ≤ r < r1,  A (R, P), B (P, Q), C (R, Q)
+SUM_OF_PRODUCTS, PRODUCT_ROWS = 0, 1
+_KIND, _P, _Q, _A, _LDA, _B, _LDB, _C, _LDC, _ITEMSIZE = range(10)
+BLOCK_PRODUCT_SIZE = 10
+
+
+def block_product(kind, A, Bm, C):
+    """The row of int64 that :func:`run_block` takes for the product ``kind`` of ``A``, ``Bm`` and
+    ``C`` (2-D arrays, shapes as above), or ``None`` where BLAS cannot take them as they are:
+    no usable BLAS, dtypes that differ or that it has not, rows it cannot read
+    (:func:`_blas_rows`), a ``C`` it may not write (:func:`_blas_may_write`), shapes that do not
+    fit.  The row holds the arrays' addresses, not the arrays: whoever runs it keeps them alive."""
+    R, P, Q = A.shape[0], A.shape[1], Bm.shape[1]
+    fits = (HAVE_BLAS and A.ndim == Bm.ndim == C.ndim == 2 and A.dtype == Bm.dtype == C.dtype
+            and C.dtype.char in _ctypes_gemm and _blas_rows(A) and _blas_rows(Bm)
+            and _blas_may_write(C, A, Bm))
+    if kind == SUM_OF_PRODUCTS:
+        fits = fits and Bm.shape[0] == R and C.shape == (P, Q)
+    else:
+        fits = fits and Bm.shape[0] == P and C.shape == (R, Q)
+    if not fits:
+        return None
+    return np.array([kind, P, Q, A.ctypes.data, _row_stride(A), Bm.ctypes.data, _row_stride(Bm),
+                     C.ctypes.data, _row_stride(C), C.itemsize], np.int64)
+
+
+@njit(inline="always")
+def run_block(product, r0, r1, first):
+    """Rows ``r0 .. r1-1`` of a product of :func:`block_product`, one ``?gemm`` (compiled, no GIL):
+    a sum's terms stored (``first``) or added, or the block's rows of a product by rows."""
+    rows, P, Q = r1 - r0, product[_P], product[_Q]
+    lda, ldb, ldc, size = product[_LDA], product[_LDB], product[_LDC], product[_ITEMSIZE]
+    a = product[_A] + r0 * lda * size
+    if product[_KIND] == SUM_OF_PRODUCTS:   # C (P, Q) (+)= A[r0:r1]ᵀ B[r0:r1]: the rows are the shared dimension
+        trans_a, M, N, K, beta = _CBLAS_TRANS, P, Q, rows, 0.0 if first else 1.0
+        b, c = product[_B] + r0 * ldb * size, product[_C]
+    else:                                    # C[r0:r1] = A[r0:r1] B
+        trans_a, M, N, K, beta = _CBLAS_NO_TRANS, rows, Q, P, 0.0
+        b, c = product[_B], product[_C] + r0 * ldc * size
+    if size == 4:
+        _sgemm(_CBLAS_ROW_MAJOR, trans_a, _CBLAS_NO_TRANS, M, N, K, np.float32(1.0), a, lda,
+               b, ldb, np.float32(beta), c, ldc)
+    else:
+        _dgemm(_CBLAS_ROW_MAJOR, trans_a, _CBLAS_NO_TRANS, M, N, K, 1.0, a, lda, b, ldb, beta, c, ldc)
+
+
 def _check_block(r0, r1, R):
     """Refuse rows that are not a block of ``0 .. R-1`` (a BLAS call would read outside the arrays)."""
     if not 0 <= r0 < r1 <= R:

@@ -109,6 +109,19 @@ def store_release(typingctx, flags, idx, value):
 
 
 @intrinsic
+def compare_and_swap(typingctx, flags, idx, expected, value):
+    """``flags[idx] = value`` if it holds ``expected``, as one atomic step (acquire and release
+    order); whether it did.  Two threads claiming the same slot this way: exactly one wins."""
+    def codegen(context, builder, sig, args):
+        ptr = _item_pointer(context, builder, sig.args[0], args[0], args[1])
+        old = context.cast(builder, args[2], sig.args[2], types.int64)
+        new = context.cast(builder, args[3], sig.args[3], types.int64)
+        pair = builder.cmpxchg(ptr, old, new, "acq_rel", "acquire")
+        return builder.extract_value(pair, 1)
+    return types.boolean(flags, idx, expected, value), codegen
+
+
+@intrinsic
 def cpu_relax(typingctx):
     """The spin-wait hint (x86 ``pause``; nothing elsewhere)."""
     def codegen(context, builder, sig, args):
