@@ -30,8 +30,10 @@ from collections import defaultdict
 
 from arguments import random_problem, single_sequence_arguments, training_step  # beside this script
 
-args = single_sequence_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]),
-                                 H=[32], rounds=200)
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--paths", nargs="+", choices=["compiled", "python"], default=["compiled", "python"],
+                    help="the products behind the loop as compiled calls, or as Python calls (bptt.COMPILED_ALONGSIDE)")
+args = single_sequence_arguments(parser, H=[32], rounds=200)
 
 import numpy as np  # noqa: E402
 
@@ -56,7 +58,7 @@ def recording(fn, kind):
     return wrapper
 
 
-def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False):
+def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False, blocks=None):
     """``bptt.on_threads`` with ``steps`` timed, each call an event of the product's kind."""
     kind = getattr(current, "kind", None)
     timed_steps = steps
@@ -65,16 +67,17 @@ def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False)
             a = time.perf_counter()
             steps(t0, t1, first)
             events.append((kind, t1 - t0, a, time.perf_counter()))
-    return ON_THREADS(part, R, macs, then=then, steps=timed_steps, total=total, per_step=per_step)
+    return ON_THREADS(part, R, macs, then=then, steps=timed_steps, total=total, per_step=per_step, blocks=blocks)
 
 
 def alongside(*a, **k):
-    """``bptt._gradients_alongside``, its start noted."""
+    """``bptt._gradients_alongside``, its start and its end (an event) noted."""
     started[0], inside[0] = time.perf_counter(), True
     try:
         return ALONGSIDE(*a, **k)
     finally:
         inside[0] = False
+        events.append(("end", 0, started[0], time.perf_counter()))
 
 
 def store(flags, i, value):
@@ -86,25 +89,33 @@ def store(flags, i, value):
 
 
 def measure(cell, H):
+    """Per path of ``args.paths``: the medians of when the loop ends and of the tail after it,
+    and the product calls' µs per 128 steps (during, after the loop); the paths take turns,
+    round by round.  ``None`` where the gradients do not run behind the loop."""
     params, x, dy = random_problem(cell, H, args.T, args.B)
     full = max(1, bptt.STREAM_BLOCK_ROWS // args.B)       # steps in a whole block (bptt.step_blocks)
-    for _ in range(30):                                   # compile, warm up, reach the steady state
-        training_step(cell, params, x, dy)
-    loop_end, tail, rates = [], [], defaultdict(lambda: ([], []))
-    for _ in range(args.rounds):
-        events.clear()
-        training_step(cell, params, x, dy)
-        loop = [e for e in events if e[0] == "loop"]
-        if not loop:                                      # the gradients did not run behind the loop
-            return None
-        over = loop[0][3]
-        calls = [e for e in events if e[0] != "loop"]
-        loop_end.append((over - started[0]) * 1e6)
-        tail.append((max(e[3] for e in calls) - over) * 1e6)
-        for kind, steps, a, b in calls:
-            if steps >= full:                             # whole blocks, or runs of them (dX after the loop)
-                rates[kind][a >= over].append((b - a) * 1e6 / steps * 128)
-    return np.median(loop_end), np.median(tail), rates
+    for path in args.paths:
+        bptt.COMPILED_ALONGSIDE = path == "compiled"
+        for _ in range(30):                               # compile, warm up, reach the steady state
+            training_step(cell, params, x, dy)
+    got = {path: ([], [], defaultdict(lambda: ([], []))) for path in args.paths}
+    for r in range(args.rounds):
+        for path in (args.paths if r % 2 else args.paths[::-1]):
+            bptt.COMPILED_ALONGSIDE = path == "compiled"
+            loop_end, tail, rates = got[path]
+            events.clear()
+            training_step(cell, params, x, dy)
+            loop = [e for e in events if e[0] == "loop"]
+            if not loop:                                  # the gradients did not run behind the loop
+                return None
+            over = loop[0][3]
+            calls = [e for e in events if e[0] not in ("loop", "end")]
+            loop_end.append((over - started[0]) * 1e6)
+            tail.append((next(e[3] for e in events if e[0] == "end") - over) * 1e6)
+            for kind, steps, a, b in calls:
+                if steps >= full:                         # whole blocks, or runs of them (dX after the loop)
+                    rates[kind][a >= over].append((b - a) * 1e6 / steps * 128)
+    return {path: (np.median(loop_end), np.median(tail), rates) for path, (loop_end, tail, rates) in got.items()}
 
 
 bptt.on_threads, bptt._gradients_alongside, bptt.store_release_py = on_threads, alongside, store
@@ -112,21 +123,25 @@ for fn, kind in KINDS.items():
     setattr(bptt, fn.__name__, recording(fn, kind))
 try:
     print(f"B={args.B} T={args.T} float32, {args.threads} threads, {args.rounds} training steps back to back")
-    print(f"{'cell':<5} {'H':>4} {'loop ends':>9} {'tail':>6}   µs per 128 steps, median (calls): during the loop | after it")
+    print(f"{'cell':<5} {'H':>4} {'path':<8} {'loop ends':>9} {'tail':>6}   "
+          "µs per 128 steps, median (calls): during the loop | after it")
     for cell in args.cells:
         for H in args.H:
             got = measure(cell, H)
             if got is None:
                 print(f"{cell:<5} {H:>4}   (the gradients run after the loop here, not behind it)")
                 continue
-            loop_end, tail, rates = got
-            cols = []
-            for kind in ("W", "b", "dX"):
-                during, after = rates[kind]
-                cell_text = " | ".join(f"{np.median(v):5.1f} ({len(v):4d})" if v else "   -  (   0)" for v in (during, after))
-                cols.append(f"{kind} {cell_text}")
-            print(f"{cell:<5} {H:>4} {loop_end:9.0f} {tail:6.0f}   " + "   ".join(cols), flush=True)
+            for path, (loop_end, tail, rates) in got.items():
+                cols = []
+                for kind in ("W", "b", "dX"):
+                    during, after = rates[kind]
+                    cell_text = " | ".join(f"{np.median(v):5.1f} ({len(v):4d})" if v else "   -  (   0)"
+                                           for v in (during, after))
+                    cols.append(f"{kind} {cell_text}")
+                products = "   ".join(cols) if path == "python" else "(compiled: no Python calls to time)"
+                print(f"{cell:<5} {H:>4} {path:<8} {loop_end:9.0f} {tail:6.0f}   {products}", flush=True)
 finally:
+    bptt.COMPILED_ALONGSIDE = True
     bptt.on_threads, bptt._gradients_alongside, bptt.store_release_py = ON_THREADS, ALONGSIDE, STORE
     for fn in KINDS:
         setattr(bptt, fn.__name__, fn)

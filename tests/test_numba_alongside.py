@@ -118,7 +118,7 @@ def test_gradients_alongside_the_loop_match_the_reference(cell, T, B, D, H, dtyp
         mp.setattr(bptt, "RAMP_MIN_MACS", 0 if ramp else 1 << 62)
         mp.setattr(bptt, "COMPILED_ALONGSIDE", compiled)
         mp.setattr(bptt.numba, "get_num_threads", lambda: 2)
-        spy, ahead, python = Spy(mp), Spy(mp, "_inputs_alongside"), Spy(mp, "_python_alongside")
+        spy, ahead, python = Spy(mp), Spy(mp, "_inputs_alongside"), Spy(mp, "_python_way")
         compare(arch, opts, T, B, D, H, dtype, strategy, window, seed, use_state, split=("rows", 1))
     assert spy.calls == (1 if window is None else 0)
     assert python.calls == (spy.calls if not (compiled and bptt.gemm.HAVE_BLAS) else 0)
@@ -235,7 +235,7 @@ def test_weight_sums_do_not_depend_on_timing(route, monkeypatch):
     monkeypatch.setattr(bptt, "BEHIND_MIN_MACS", 0)
     monkeypatch.setattr(bptt, "STREAM_BLOCK_ROWS", 8)
     if route == "compiled" and bptt.gemm.HAVE_BLAS:
-        monkeypatch.setattr(bptt, "_python_alongside", lambda *a: pytest.fail("took the Python path"))
+        monkeypatch.setattr(bptt, "_python_way", lambda *a: pytest.fail("took the Python path"))
     if route not in ("compiled", "prepared"):
         monkeypatch.setattr(bptt.gemm, "sum_of_products_by_blocks", lambda A, X, C: (
             lambda r0, r1, first: bptt.gemm.add_sum_of_products(A[r0:r1], X[r0:r1], C, first)))

@@ -459,29 +459,35 @@ def _inputs_alongside(kernel, args, B, H, tiling, before, T):
     _finish(before)
 
 
-#: whether the products behind the loop run as compiled calls (``alongside.py``) when every one
-#: of them has its compiled form; else, or without, as Python calls (:func:`_python_alongside`)
+#: whether the products behind the loop run as compiled calls (:func:`_compiled_way`) where
+#: every one of them has its compiled form; else, or without, as Python calls (:func:`_python_way`)
 COMPILED_ALONGSIDE = True
 
 
 def _gradients_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step):
-    """The tile kernel on this thread and ``then``'s products on a helper, at the same time:
-    compiled (``alongside.py``) where every product has its form as a ``gemm.block_product``
-    (``Product.blocks``: where BLAS takes its arrays), else through Python
-    (:func:`_python_alongside`).  Both share the work the same way, block by block."""
-    rows = [job.blocks() if COMPILED_ALONGSIDE and job.blocks is not None else None for job in then]
-    if any(row is None for row in rows):
-        return _python_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step)
+    """The tile kernel on this thread and ``then``'s products on a helper, at the same time.
+
+    The products are cut into the blocks of steps of :func:`step_blocks`, which the loop
+    finishes one after another; a block is ready once the kernel's barrier count says that
+    its gate gradients are stored (``sync.arrive_and_wait`` announces the count even for a
+    single thread).  The helper takes every block in order, waits for it (spinning without
+    the GIL) and adds its terms to the *sums* over steps (the weight and bias gradients: one
+    thread, one order, so the result does not depend on timing).  The *per-step* results
+    (the input gradient) are left for whoever is free: the helper computes a block's right
+    after its sums when the next block is not ready yet (it is ahead of the loop), and the
+    rest is shared between the helper and this thread once the loop is over
+    (:func:`_share_of_what_is_left`).
+
+    Two ways to do it, the same work in the same order: compiled calls, one per thread with
+    no Python between blocks (:func:`_compiled_way`, where every product has its form as a
+    ``gemm.block_product``), or Python calls (:func:`_python_way`).  The helper sets its way
+    up while the loop starts -- making the compiled one costs ~60 µs of Python (measured, LSTM
+    B=1 H=32), which on this thread delayed the loop as much -- and this thread waits for it
+    only once the loop is over.
+    """
     flags = sync.new_flags(1)
-    blocks = np.array(step_blocks(T, B, ramp=_ramps(tiling, T, B)), np.int64).reshape(-1, 2)
-    sums, per_step = ([row for row, job in zip(rows, then) if job.per_step == each] for each in (False, True))
-    # multiply-adds per step: of the sums (one thread's work), and of the per-step results
-    sums_macs, per_step_macs = (sum(job.macs for job in then if job.per_step == each) / T
-                                for each in (False, True))
-    sums, per_step = (np.array(rows, np.int64).reshape(-1, gemm.BLOCK_PRODUCT_SIZE) for rows in (sums, per_step))
-    state = sync.counters(1)                    # slot alongside.SUMMED: steps whose sums are added
-    left = np.full(len(blocks), alongside.LEFT, np.int64)
-    work = (per_step, state, left, sums_macs, per_step_macs)
+    way = []                                     # the helper's (alongside, after_loop, finish)
+    set_up = threading.Event()
 
     def part(which):
         if which == 0:                          # this thread: the loop, then its share of what is left
@@ -489,29 +495,47 @@ def _gradients_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step)
                 kernel(*args, 0, B, 0, H, tiling.product, flags, 0)
             finally:
                 store_release_py(flags, 0, _LOOP_OVER)
-            alongside.share_left(T, B, blocks, *work)
-        else:                                   # the helper: alongside the loop, then its share
-            alongside.follow(flags, barriers_per_step, T, B, blocks, sums, *work)
+            set_up.wait()
+            if way:                             # (a helper that failed raises its error from in_parallel)
+                way[0][1]()
+            return
+        try:                                    # the helper: set up, then alongside the loop
+            way.append((_compiled_way if COMPILED_ALONGSIDE else _python_way)(
+                flags, tiling, then, T, B, barriers_per_step))
+        finally:
+            set_up.set()
+        way[0][0]()
     with gemm.single_threaded_blas():
         in_parallel(part, [(0,), (1,)])
+    way[0][2]()
 
 
-def _python_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step):
-    """The tile kernel on this thread and ``then``'s products on a helper, at the same time.
+def _compiled_way(flags, tiling, then, T, B, barriers_per_step):
+    """``(alongside, after_loop, finish)`` for :func:`_gradients_alongside` as compiled calls
+    (``alongside.py``): the helper's whole part in one call, this thread's share after the
+    loop in another; :func:`_python_way` where some product has no compiled form."""
+    rows = [job.blocks() if job.blocks is not None else None for job in then]
+    if any(row is None for row in rows):
+        return _python_way(flags, tiling, then, T, B, barriers_per_step)
+    blocks = np.array(step_blocks(T, B, ramp=_ramps(tiling, T, B)), np.int64).reshape(-1, 2)
+    sums, per_step = (np.array([row for row, job in zip(rows, then) if job.per_step == each], np.int64)
+                      .reshape(-1, gemm.BLOCK_PRODUCT_SIZE) for each in (False, True))
+    # multiply-adds per step: of the sums (one thread's work), and of the per-step results
+    sums_macs, per_step_macs = (sum(job.macs for job in then if job.per_step == each) / T
+                                for each in (False, True))
+    state = sync.counters(1)                    # slot alongside.SUMMED: steps whose sums are added
+    left = np.full(len(blocks), alongside.LEFT, np.int64)
+    work = (per_step, state, left, sums_macs, per_step_macs)
+    return (lambda: alongside.follow(flags, barriers_per_step, T, B, blocks, sums, *work),
+            lambda: alongside.share_left(T, B, blocks, *work),
+            lambda: None)
 
-    The products are cut into the blocks of steps of :func:`step_blocks`, which the loop
-    finishes one after another; a block is ready once the kernel's barrier count says that
-    its gate gradients are stored (``sync.arrive_and_wait`` announces the count even for a
-    single thread).  The helper takes every block in order, waits for it (spinning in
-    compiled code, without the GIL) and adds its terms to the *sums* over steps (the weight
-    and bias gradients: one thread, one order, so the result does not depend on timing).
-    The *per-step* results (the input gradient) are left for whoever is free: the helper
-    computes a block's right after its sums when the next block is not ready yet (it is
-    ahead of the loop), and the rest is shared between the helper and this thread once the
-    loop is over (:func:`_share_of_what_is_left`).  Products with no form by steps run on
-    this thread after the loop.
-    """
-    flags = sync.new_flags(1)
+
+def _python_way(flags, tiling, then, T, B, barriers_per_step):
+    """``(alongside, after_loop, finish)`` for :func:`_gradients_alongside` as Python calls:
+    each product's ``steps`` per block (one BLAS call each, taking the GIL back after it),
+    products with no form by steps on the loop's thread after the loop, then each one's last
+    step (:func:`_finish`)."""
     blocks = step_blocks(T, B, ramp=_ramps(tiling, T, B))
     sums = [job for job in then if job.steps is not None and not job.per_step]
     per_step = [job for job in then if job.steps is not None and job.per_step]
@@ -541,27 +565,23 @@ def _python_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step):
                 job.steps(blocks[run[-1]][0], blocks[run[0]][1], True)
         return bool(run)
 
-    def part(which):
-        if which == 0:                          # this thread: the loop, then what is left
-            try:
-                kernel(*args, 0, B, 0, H, tiling.product, flags, 0)
-            finally:
-                store_release_py(flags, 0, _LOOP_OVER)
-            for job in whole:
-                _run_here(job)
-        else:                                   # the helper: alongside the loop
-            for n, (t0, t1) in enumerate(blocks):
-                wait_for(flags, 0, barriers_per_step * (T - t0))
-                for job in sums:
-                    job.steps(t0, t1, n == 0)
-                summed[0] += t1 - t0
-                if n + 1 < len(blocks) and not ready(n + 1):
-                    take(n)
+    def alongside_the_loop():
+        for n, (t0, t1) in enumerate(blocks):
+            wait_for(flags, 0, barriers_per_step * (T - t0))
+            for job in sums:
+                job.steps(t0, t1, n == 0)
+            summed[0] += t1 - t0
+            if n + 1 < len(blocks) and not ready(n + 1):
+                take(n)
         while take():
             pass
-    with gemm.single_threaded_blas():
-        in_parallel(part, [(0,), (1,)])
-    _finish(then)
+
+    def after_loop():
+        for job in whole:
+            _run_here(job)
+        while take():
+            pass
+    return alongside_the_loop, after_loop, lambda: _finish(then)
 
 
 def _share_of_what_is_left(blocks, left, busy_macs, per_step_macs):
