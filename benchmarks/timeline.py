@@ -4,16 +4,20 @@ during the loop and after it.
 
     python benchmarks/timeline.py                          # LSTM B=1 H=32 T=1024, 200 training steps
     python benchmarks/timeline.py --cells lstm gru --H 32 64 --rounds 100
+    python benchmarks/timeline.py --paths python           # the Python helper only
 
 The script times the training step (forward and backward, float32, two threads) back to back, as a
-training loop runs it, and wraps, from outside the library, every block of steps that the
+training loop runs it, with the products behind the loop as compiled calls and as Python calls
+(``bptt.COMPILED_ALONGSIDE``, ``--paths``; the two take turns, round by round).  It wraps, from
+outside the library, ``_gradients_alongside`` (its start and its return), the store that ends the
+loop (``store_release_py`` of ``_LOOP_OVER``) and, on the Python path, every block of steps that the
 products recorded after the loop compute (``Product.steps``: the weight and bias sums on the
-helper, the input gradient on whichever thread is free) and the store that ends the loop
-(``store_release_py`` of ``_LOOP_OVER``).  It prints, per configuration:
+helper, the input gradient on whichever thread is free; the compiled path makes no Python call
+to wrap).  It prints, per configuration and path:
 
-* the medians over the calls of when the loop ends and when the last product call ends, in µs
-  from the start of ``_gradients_alongside``; their difference is the tail after the loop;
-* per product (``W`` sums, ``b`` sums, ``dX``), the median µs per 128 steps of its calls that
+* the medians over the calls of when the loop ends, in µs from the start of
+  ``_gradients_alongside``, and of the tail after the loop, to its return;
+* on the Python path, per product (``W`` sums, ``b`` sums, ``dX``), the median µs per 128 steps of its calls that
   ran during the loop and of those that ran after it, with their counts.  Only whole blocks
   of steps count (``bptt.STREAM_BLOCK_ROWS`` rows), or runs of them (the input gradient taken
   after the loop): the short blocks at the end pay the same fixed cost per call for fewer
