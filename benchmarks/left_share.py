@@ -11,6 +11,10 @@ how many blocks a free thread takes at once, round by round (order alternating),
 training step (forward and backward, float32, two threads) and prints the median µs/step of
 each and the median paired ratio share / block (below 1: the share is faster), with its
 quartiles and the share of rounds in which it was faster.
+
+Both forms are the Python path's (``bptt._python_way``); since the products behind the loop run as
+compiled calls by default (``bptt.COMPILED_ALONGSIDE``, ``alongside.py``), the script switches
+that path on for its run.
 """
 import argparse
 
@@ -32,6 +36,7 @@ def a_block_per_call(blocks, left, busy_macs, per_step_macs):
 
 
 RULES = {"share": SHARE, "block": a_block_per_call}
+bptt.COMPILED_ALONGSIDE = False                          # the Python path: the one compared here
 print(f"training step, T={args.T} B={args.B}, float32, {args.threads} threads, {args.rounds} rounds")
 print(f"{'cell':<5} {'H':>4} {'share µs/step':>14} {'block µs/step':>13} {'share/block':>12} {'q25-q75':>12} {'faster':>7}")
 try:
@@ -52,3 +57,4 @@ try:
                   flush=True)
 finally:
     bptt._share_of_what_is_left = SHARE
+    bptt.COMPILED_ALONGSIDE = True

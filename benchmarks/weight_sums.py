@@ -14,6 +14,10 @@ arguments at every block.  This script times the backward pass (float32, two thr
 ways in one process, the two interleaved call by call (order alternating; a forward pass
 before each), and prints the medians, the median of the paired ratios and in how many pairs
 the prepared calls were faster.
+
+Both forms are the Python path's (``bptt._python_way``); since the products behind the loop run as
+compiled calls by default (``bptt.COMPILED_ALONGSIDE``, ``alongside.py``), the script switches
+that path on for its run.
 """
 import argparse
 import os
@@ -29,6 +33,7 @@ import rnnbook as rb  # noqa: E402
 from rnnbook.numba_cpu import bptt, gemm  # noqa: E402
 
 PREPARED = gemm.sum_of_products_by_blocks
+bptt.COMPILED_ALONGSIDE = False                          # the Python path: the one compared here
 
 
 def block_by_block(A, X, C):
@@ -63,3 +68,4 @@ try:
                   f"{np.mean(prepared < block):15.0%}   {helper}")
 finally:
     gemm.sum_of_products_by_blocks = PREPARED
+    bptt.COMPILED_ALONGSIDE = True
