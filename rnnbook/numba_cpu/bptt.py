@@ -520,8 +520,7 @@ def _compiled_way(flags, tiling, then, T, B, barriers_per_step):
     blocks = np.array(step_blocks(T, B, ramp=_ramps(tiling, T, B)), np.int64).reshape(-1, 2)
     sums, per_step = (np.array([row for row, job in zip(rows, then) if job.per_step == each], np.int64)
                       .reshape(-1, gemm.BLOCK_PRODUCT_SIZE) for each in (False, True))
-    # multiply-adds per step: of the sums (one thread's work), and of the per-step results
-    sums_macs, per_step_macs = (sum(job.macs for job in then if job.per_step == each) / T
+    sums_macs, per_step_macs = (_macs_per_step([job for job in then if job.per_step == each], T)
                                 for each in (False, True))
     state = sync.counters(1)                    # slot alongside.SUMMED: steps whose sums are added
     left = np.full(len(blocks), alongside.LEFT, np.int64)
@@ -529,6 +528,12 @@ def _compiled_way(flags, tiling, then, T, B, barriers_per_step):
     return (lambda: alongside.follow(flags, barriers_per_step, T, B, blocks, sums, *work),
             lambda: alongside.share_left(T, B, blocks, *work),
             lambda: None)
+
+
+def _macs_per_step(jobs, T):
+    """The multiply-adds per step of ``jobs`` together (the sums: one thread's work per step;
+    the per-step results: what a run of blocks costs per step), for the share after the loop."""
+    return sum(job.macs for job in jobs) / T
 
 
 def _python_way(flags, tiling, then, T, B, barriers_per_step):
@@ -543,8 +548,7 @@ def _python_way(flags, tiling, then, T, B, barriers_per_step):
     left = list(range(len(blocks)))          # blocks whose per-step results nobody has taken
     summed = [0]                             # steps whose sums the helper has added
     lock = threading.Lock()
-    # multiply-adds per step: of the per-step results, and of the sums (one thread's work)
-    per_step_macs, sums_macs = (sum(job.macs for job in jobs) / T for jobs in (per_step, sums))
+    per_step_macs, sums_macs = (_macs_per_step(jobs, T) for jobs in (per_step, sums))
 
     def ready(n):
         return spin_until(flags, 0, barriers_per_step * (T - blocks[n][0]), 0)

@@ -383,13 +383,23 @@ def _gemm_tn(A, X, C, first):
 
 
 def _tn_fits_blas(A, X, C):
-    """Whether BLAS can compute ``C = Aᵀ X (+ C)`` on the arrays as they are: 2-D, one dtype
-    it has, shapes that fit, ``A`` and ``X`` rows it can read (:func:`_blas_rows`) and ``C``
+    """Whether BLAS can compute ``C = Aᵀ X (+ C)`` on the arrays as they are (:func:`_fits_blas`)."""
+    return (A.ndim == X.ndim == 2 and A.shape[0] == X.shape[0]
+            and _fits_blas(A, X, C, (A.shape[1], X.shape[1])))
+
+
+def _nn_fits_blas(A, M, C):
+    """Whether BLAS can compute ``C = A M`` on the arrays as they are (:func:`_fits_blas`)."""
+    return (A.ndim == M.ndim == 2 and A.shape[1] == M.shape[0]
+            and _fits_blas(A, M, C, (A.shape[0], M.shape[1])))
+
+
+def _fits_blas(A, B, C, shape):
+    """Whether BLAS can write a product of the 2-D ``A`` and ``B`` into ``C`` of ``shape`` as they
+    are: 2-D, one dtype it has, ``A`` and ``B`` rows it can read (:func:`_blas_rows`) and ``C``
     an array it may write (:func:`_blas_may_write`)."""
-    return (HAVE_BLAS and A.ndim == X.ndim == C.ndim == 2 and A.dtype == X.dtype == C.dtype
-            and C.dtype.char in _ctypes_gemm and A.shape[0] == X.shape[0]
-            and C.shape == (A.shape[1], X.shape[1]) and _blas_rows(A) and _blas_rows(X)
-            and _blas_may_write(C, A, X))
+    return (HAVE_BLAS and C.ndim == 2 and A.dtype == B.dtype == C.dtype and C.dtype.char in _ctypes_gemm
+            and C.shape == shape and _blas_rows(A) and _blas_rows(B) and _blas_may_write(C, A, B))
 
 
 def _blas_may_write(out, *sources):
@@ -479,7 +489,7 @@ def _blas_blocks(A, X, C):
 #     PRODUCT_ROWS      C[r]  =  A[r] B  for r0 ≤ r < r1,  A (R, P), B (P, Q), C (R, Q)
 SUM_OF_PRODUCTS, PRODUCT_ROWS = 0, 1
 _KIND, _P, _Q, _A, _LDA, _B, _LDB, _C, _LDC, _ITEMSIZE = range(10)
-BLOCK_PRODUCT_SIZE = 10
+BLOCK_PRODUCT_SIZE = _ITEMSIZE + 1
 
 
 def block_product(kind, A, Bm, C):
@@ -488,16 +498,9 @@ def block_product(kind, A, Bm, C):
     no usable BLAS, dtypes that differ or that it has not, rows it cannot read
     (:func:`_blas_rows`), a ``C`` it may not write (:func:`_blas_may_write`), shapes that do not
     fit.  The row holds the arrays' addresses, not the arrays: whoever runs it keeps them alive."""
-    R, P, Q = A.shape[0], A.shape[1], Bm.shape[1]
-    fits = (HAVE_BLAS and A.ndim == Bm.ndim == C.ndim == 2 and A.dtype == Bm.dtype == C.dtype
-            and C.dtype.char in _ctypes_gemm and _blas_rows(A) and _blas_rows(Bm)
-            and _blas_may_write(C, A, Bm))
-    if kind == SUM_OF_PRODUCTS:
-        fits = fits and Bm.shape[0] == R and C.shape == (P, Q)
-    else:
-        fits = fits and Bm.shape[0] == P and C.shape == (R, Q)
-    if not fits:
+    if not (_tn_fits_blas if kind == SUM_OF_PRODUCTS else _nn_fits_blas)(A, Bm, C):
         return None
+    P, Q = A.shape[1], Bm.shape[1]
     return np.array([kind, P, Q, A.ctypes.data, _row_stride(A), Bm.ctypes.data, _row_stride(Bm),
                      C.ctypes.data, _row_stride(C), C.itemsize], np.int64)
 
