@@ -196,6 +196,74 @@ def test_helpers_take_jobs_whether_spinning_or_asleep(spins):
         assert helper.done[0] == helper.bell[0] > 0
 
 
+@settings(max_examples=20, deadline=None)
+@given(shape=st.tuples(st.integers(1, 6), st.integers(1, 6)), dtype=st.sampled_from([np.int64, np.float32, np.float64]),
+       step=st.integers(1, 3), seed=st.integers(0, 2**31 - 1))
+def test_address_and_load_at_an_address_read_what_numpy_says(shape, dtype, step, seed):
+    """``sync.address`` is ``ctypes.data`` (views with a start, strides and layouts of their own
+    included); ``sync.load_acquire_at`` reads the int64 stored there."""
+    from numba import njit
+
+    from rnnbook.numba_cpu import sync
+
+    @njit
+    def load_at(addr):
+        return sync.load_acquire_at(addr)
+
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-10**12, 10**12, size=shape).astype(dtype)
+    for view in (a, a[::step], a[:, ::step], a.T, a[shape[0] // 2:]):
+        assert sync.address(view) == view.ctypes.data
+    words = rng.integers(-2**62, 2**62, size=shape[0] * shape[1])
+    for i in range(words.size):
+        assert load_at(sync.address(words) + 8 * i) == words[i]
+
+
+def _spinning_helper(spins):
+    """The first helper, made to spin ``spins`` rounds on its bell and its gate; the spin it had."""
+    helper = workers.helpers(1)[0]
+    saved, helper.spins = helper.spins, spins
+    workers.in_parallel(lambda k: None, [(0,), (1,)])      # it spins with the new count from here
+    return helper, saved
+
+
+def test_a_gated_job_starts_only_once_the_gate_opens():
+    """``in_parallel(..., gate=g)``: a spinning helper takes its job only once ``g[0]`` is non-zero
+    (the caller's part opens it from compiled code after letting go of the GIL; here, after
+    sleeping, from Python).  Five times, with a gate left shut 5-25 ms."""
+    helper, saved = _spinning_helper(10**10)                # far longer than the gate stays shut
+    try:
+        for pause in (0.005, 0.01, 0.025, 0.005, 0.015):
+            gate = np.zeros(3, np.int64)
+            opened, started = [], []
+
+            def fn(k):
+                if k == 0:
+                    time.sleep(pause)
+                    opened.append(time.perf_counter())
+                    workers.store_release_py(gate, 0, 7)
+                else:
+                    started.append(time.perf_counter())
+            workers.in_parallel(fn, [(0,), (1,)], gate=gate)
+            assert started[0] >= opened[0]
+    finally:
+        helper.spins = saved
+
+
+def test_a_gate_that_stays_shut_delays_the_job_but_never_hangs_it():
+    """A gate that nobody opens holds the helper back for its spin, then the job runs; the
+    next job, without a gate, runs at once."""
+    helper, saved = _spinning_helper(2000)
+    try:
+        gate, ran = np.zeros(1, np.int64), []
+        workers.in_parallel(lambda k: ran.append(k), [(0,), (1,)], gate=gate)
+        workers.in_parallel(lambda k: ran.append(k + 2), [(0,), (1,)])
+        assert sorted(ran) == [0, 1, 2, 3] and not gate.any()
+        assert helper.gate[0] == 0                  # the last job had no gate
+    finally:
+        helper.spins = saved
+
+
 def test_spin_time_comes_from_the_environment():
     code = ("from rnnbook.numba_cpu import workers\n"
             "print(workers.SPIN_SECONDS, workers.helpers(1)[0].spins)\n")

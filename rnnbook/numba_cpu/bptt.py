@@ -62,6 +62,7 @@ in ``dZ``.  So BPTT(k) costs ``T·k`` recurrent steps but no extra GEMMs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from typing import NamedTuple
@@ -481,9 +482,14 @@ def _gradients_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step)
     Two ways to do it, the same work in the same order: compiled calls, one per thread with
     no Python between blocks (:func:`_compiled_way`, where every product has its form as a
     ``gemm.block_product``), or Python calls (:func:`_python_way`).  The helper sets its way
-    up while the loop starts -- making the compiled one costs ~60 µs of Python (measured, LSTM
-    B=1 H=32), which on this thread delayed the loop as much -- and this thread waits for it
-    only once the loop is over.
+    up while the loop starts -- making the compiled one costs ~30 µs of Python (measured, LSTM
+    B=1 H=32; ~50 before the addresses were read by compiled code, ``sync.address``), which on
+    this thread delayed the loop as much -- and this thread waits for it only once the loop is
+    over.  The helper takes the GIL for that only once the loop has stored its first step
+    (``in_parallel``'s gate): before, it waited for the GIL asleep and started ~35 µs after the
+    loop instead of ~15.  Every µs the helper starts earlier comes back at the end (the tail
+    after the loop is its work left over): LSTM B=1 H=32, a setup made 25/50/100 µs longer
+    made the training step 20-45/48-67/105-166 µs longer.
     """
     flags = sync.new_flags(1)
     way = []                                     # the helper's (alongside, after_loop, finish)
@@ -506,7 +512,7 @@ def _gradients_alongside(kernel, args, B, H, tiling, then, T, barriers_per_step)
             set_up.set()
         way[0][0]()
     with gemm.single_threaded_blas():
-        in_parallel(part, [(0,), (1,)])
+        in_parallel(part, [(0,), (1,)], gate=flags)   # the helper starts once the loop has its first step
     way[0][2]()
 
 
@@ -517,17 +523,28 @@ def _compiled_way(flags, tiling, then, T, B, barriers_per_step):
     rows = [job.blocks() if job.blocks is not None else None for job in then]
     if any(row is None for row in rows):
         return _python_way(flags, tiling, then, T, B, barriers_per_step)
-    blocks = np.array(step_blocks(T, B, ramp=_ramps(tiling, T, B)), np.int64).reshape(-1, 2)
+    blocks = _step_block_array(T, B, _ramps(tiling, T, B))
     sums, per_step = (np.array([row for row, job in zip(rows, then) if job.per_step == each], np.int64)
                       .reshape(-1, gemm.BLOCK_PRODUCT_SIZE) for each in (False, True))
     sums_macs, per_step_macs = (_macs_per_step([job for job in then if job.per_step == each], T)
                                 for each in (False, True))
-    state = sync.counters(1)                    # slot alongside.SUMMED: steps whose sums are added
+    state = np.zeros(1, np.int64)               # slot alongside.SUMMED: steps whose sums are added
+    # (a plain array, not ``sync.counters`` on a line of its own: 4 µs against 0.3 here, where every
+    # µs comes back at the end of the loop, and only the helper touches it until the loop is over)
     left = np.full(len(blocks), alongside.LEFT, np.int64)
     work = (per_step, state, left, sums_macs, per_step_macs)
     return (lambda: alongside.follow(flags, barriers_per_step, T, B, blocks, sums, *work),
             lambda: alongside.share_left(T, B, blocks, *work),
             lambda: None)
+
+
+@functools.lru_cache(maxsize=64)
+def _step_block_array(T, B, ramp):
+    """:func:`step_blocks` ``(T, B, ramp=ramp)`` from the last step down as a read-only int64 array
+    ``(n, 2)`` for the compiled helper, made once per shape (~5 µs of Python otherwise)."""
+    blocks = np.array(step_blocks(T, B, ramp=ramp), np.int64).reshape(-1, 2)
+    blocks.flags.writeable = False
+    return blocks
 
 
 def _macs_per_step(jobs, T):

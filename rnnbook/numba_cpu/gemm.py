@@ -51,6 +51,7 @@ from numba import cfunc, njit, types
 from .functions import KERNEL_OPTIONS
 from .memory import empty_aligned
 from .panels import matmul_panels, pack
+from .sync import address
 
 #: how ``matmul_tile`` computes a product (``product`` argument; ``bptt.plan_tiles`` chooses)
 LOOPS, BLAS, PANELS = 0, 1, 2
@@ -501,8 +502,8 @@ def block_product(kind, A, Bm, C):
     if not (_tn_fits_blas if kind == SUM_OF_PRODUCTS else _nn_fits_blas)(A, Bm, C):
         return None
     P, Q = A.shape[1], Bm.shape[1]
-    return np.array([kind, P, Q, A.ctypes.data, _row_stride(A), Bm.ctypes.data, _row_stride(Bm),
-                     C.ctypes.data, _row_stride(C), C.itemsize], np.int64)
+    return np.array([kind, P, Q, address(A), _row_stride(A), address(Bm), _row_stride(Bm),
+                     address(C), _row_stride(C), C.itemsize], np.int64)
 
 
 @njit(inline="always")

@@ -122,6 +122,26 @@ def compare_and_swap(typingctx, flags, idx, expected, value):
 
 
 @intrinsic
+def load_acquire_at(typingctx, address):
+    """The int64 at ``address`` (a number, as :func:`address` gives) as an atomic load with
+    acquire order: a counter in an array that the compiled code was not handed (``workers``:
+    a helper watching the caller's loop).  The caller keeps the array alive."""
+    def codegen(context, builder, sig, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        return builder.load_atomic(ptr, ordering="acquire", align=8)
+    return types.int64(types.int64), codegen
+
+
+@njit(cache=True)
+def address(a):
+    """The address of ``a``'s first element: what ``a.ctypes.data`` says, compiled (~0.2 µs
+    against ~1-2 µs for NumPy's ``ctypes`` object, which Python builds anew at every read;
+    measured, AMD VM: three reads 0.6 against 3.0-5.6 µs).  One compiled version per dtype,
+    dimension and layout."""
+    return a.ctypes.data
+
+
+@intrinsic
 def cpu_relax(typingctx):
     """The spin-wait hint (x86 ``pause``; nothing elsewhere)."""
     def codegen(context, builder, sig, args):

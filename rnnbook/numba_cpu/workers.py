@@ -59,7 +59,7 @@ import numba
 import numpy as np
 from numba import njit
 
-from .sync import PAD, counters, cpu_relax, load_acquire, store_release
+from .sync import PAD, address, counters, cpu_relax, load_acquire, load_acquire_at, store_release
 
 try:  # glibc: the CPU this thread is running on right now
     _sched_getcpu = ctypes.CDLL(None).sched_getcpu
@@ -94,6 +94,25 @@ def spin_until(counters, i, target, spins):
             return True
         cpu_relax()
     return load_acquire(counters, i) >= target
+
+
+@njit(nogil=True, cache=True)
+def await_job(bell, target, gate, spins):
+    """A helper's wait for its next job, compiled without the GIL: spin until ``bell[0] >=
+    target`` (the job is queued) or ``spins`` rounds have passed; whether it got there.  Then,
+    if ``gate[0]`` holds an address (the job's gate, :meth:`Helper.submit`), spin up to
+    ``spins`` rounds more until the int64 there is non-zero: the caller's own part has let go
+    of the GIL, so that the helper takes it without waiting (a wait for the GIL sleeps, and
+    the caller's next release of it wakes the sleeper: tens of µs on the development VM)."""
+    if not spin_until(bell, 0, target, spins):
+        return False
+    address = load_acquire(gate, 0)
+    if address != 0:
+        for _ in range(spins):
+            if load_acquire_at(address) != 0:
+                break
+            cpu_relax()
+    return True
 
 
 @njit(nogil=True, cache=True)
@@ -149,6 +168,7 @@ class Helper:
         self.spins = spins
         self.bell = counters(1)
         self.done = counters(1)
+        self.gate = counters(1)                        # the address of the queued job's gate, or 0
         self.jobs = queue.SimpleQueue()
         self.lock = threading.Lock()                   # numbering and queueing go together
         self.cpus = None                               # the CPU set last given to it (None: never)
@@ -162,13 +182,21 @@ class Helper:
             os.sched_setaffinity(self.thread.native_id, cpus)
             self.cpus = cpus
 
-    def submit(self, fn, args):
+    def submit(self, fn, args, gate=None):
         """Queue ``fn(*args)`` and ring the bell; returns ``(future, number)``, the number being
-        what ``done`` reaches when the job is over."""
+        what ``done`` reaches when the job is over.
+
+        ``gate``: an int64 array whose first element the caller's own part sets non-zero from
+        compiled code once it has let go of the GIL (``bptt._gradients_alongside``: the loop's
+        barrier count).  A spinning helper then takes the GIL only after that (:func:`await_job`;
+        for at most its spin, so a gate that stays shut costs time, never a hang).  The queued
+        job holds the array, so it lives as long as the helper may read it: every job writes
+        the gate's slot before its bell, and a helper reads it only for a job it has not run."""
         future = concurrent.futures.Future()
         with self.lock:
             number = int(self.bell[0]) + 1
-            self.jobs.put((future, fn, args))
+            self.jobs.put((future, fn, args, gate))
+            self.gate[0] = 0 if gate is None else address(gate)
             store_release_py(self.bell, 0, number)
         return future, number
 
@@ -181,8 +209,8 @@ class Helper:
         """The thread's loop: watch the bell, take a job, run it, report."""
         taken = 0
         while True:
-            spin_until(self.bell, 0, taken + 1, self.spins)        # returns at once if one is queued
-            future, fn, args = self.jobs.get()                      # sleeps if none came meanwhile
+            await_job(self.bell, taken + 1, self.gate, self.spins)  # returns at once if one is queued
+            future, fn, args, _ = self.jobs.get()                   # sleeps if none came meanwhile
             taken += 1
             if future.set_running_or_notify_cancel():
                 try:
@@ -238,9 +266,10 @@ def place(pool: list[Helper]):
         AFFINITY = False
 
 
-def in_parallel(fn, jobs):
+def in_parallel(fn, jobs, gate=None):
     """``fn(*job)`` for every job at the same time: this thread takes ``jobs[0]``, helper
     ``k - 1`` takes ``jobs[k]``; returns when all are done and raises what any of them raised.
+    ``gate``: the helpers start their jobs once ``gate[0]`` is non-zero (:meth:`Helper.submit`).
 
     The jobs of one call are queued one helper after another: two Python threads whose
     jobs wait for each other (``run_tiles``' unit blocks) must not call at the same time
@@ -248,7 +277,7 @@ def in_parallel(fn, jobs):
     pool = helpers(len(jobs) - 1)
     if pool and AFFINITY:
         place(pool)
-    waits = [(helper, *helper.submit(fn, job)) for helper, job in zip(pool, jobs[1:])]
+    waits = [(helper, *helper.submit(fn, job, gate)) for helper, job in zip(pool, jobs[1:])]
     try:
         fn(*jobs[0])
     finally:
