@@ -220,11 +220,19 @@ def test_address_and_load_at_an_address_read_what_numpy_says(shape, dtype, step,
 
 
 def _spinning_helper(spins):
-    """The first helper, made to spin ``spins`` rounds on its bell and its gate; the spin it had."""
+    """The first helper, made to spin ``spins`` rounds on its bell and its gate; the spin it had
+    (give it back with :func:`_restore_spin`)."""
     helper = workers.helpers(1)[0]
     saved, helper.spins = helper.spins, spins
     workers.in_parallel(lambda k: None, [(0,), (1,)])      # it spins with the new count from here
     return helper, saved
+
+
+def _restore_spin(helper, saved):
+    """Give ``helper`` its spin back, and one more job, so that it stops spinning with the
+    test's count (a helper left spinning 10¹⁰ rounds would hold a core for the rest of the run)."""
+    helper.spins = saved
+    workers.in_parallel(lambda k: None, [(0,), (1,)])
 
 
 def test_a_gated_job_starts_only_once_the_gate_opens():
@@ -247,7 +255,7 @@ def test_a_gated_job_starts_only_once_the_gate_opens():
             workers.in_parallel(fn, [(0,), (1,)], gate=gate)
             assert started[0] >= opened[0]
     finally:
-        helper.spins = saved
+        _restore_spin(helper, saved)
 
 
 def test_a_gate_that_stays_shut_delays_the_job_but_never_hangs_it():
@@ -261,7 +269,7 @@ def test_a_gate_that_stays_shut_delays_the_job_but_never_hangs_it():
         assert sorted(ran) == [0, 1, 2, 3] and not gate.any()
         assert helper.gate[0] == 0                  # the last job had no gate
     finally:
-        helper.spins = saved
+        _restore_spin(helper, saved)
 
 
 def test_spin_time_comes_from_the_environment():
