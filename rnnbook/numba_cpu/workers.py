@@ -106,10 +106,10 @@ def await_job(bell, target, gate, spins):
     the caller's next release of it wakes the sleeper: tens of µs on the development VM)."""
     if not spin_until(bell, 0, target, spins):
         return False
-    address = load_acquire(gate, 0)
-    if address != 0:
+    watched = load_acquire(gate, 0)
+    if watched != 0:
         for _ in range(spins):
-            if load_acquire_at(address) != 0:
+            if load_acquire_at(watched) != 0:
                 break
             cpu_relax()
     return True
@@ -157,9 +157,10 @@ def _spins_per_second() -> float:
 
 
 class Helper:
-    """One helper thread (a daemon), its job queue and two counters, each on cache lines of
+    """One helper thread (a daemon), its job queue and three slots, each on cache lines of
     its own (``sync.PAD``): ``bell[0]``, the jobs queued for it (:meth:`submit` rings it
-    after queueing the job), and ``done[0]``, the jobs it has finished.  After each job it
+    after queueing the job), ``done[0]``, the jobs it has finished, and ``gate[0]``, the
+    address of the queued job's gate or 0 (:meth:`submit`).  After each job it
     spins on its bell for up to ``spins`` rounds before it blocks on its queue; the caller
     spins as long on ``done`` before it blocks on the job's future (see the module
     docstring for why)."""
