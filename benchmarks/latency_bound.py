@@ -53,10 +53,11 @@ OPTS = {"reset_after": True} if args.cell == "gru" else {}
 
 @njit
 def _steps(h, M, out, T, product):
-    """``T`` dependent products ``out = h @ M``: each step's row depends on the last result."""
-    for _ in range(T):
+    """``T`` dependent products ``out = h @ M``: each step's row depends on the last result.
+    Every other step reads the panels in reverse, as the cell kernels do (``panels.py``)."""
+    for t in range(T):
         out[0, :] = 0.0
-        gemm.matmul_tile(h, M, out, 0, 1, 0, out.shape[1], product)
+        gemm.matmul_tile(h, M, out, 0, 1, 0, out.shape[1], product, t % 2)
         h[0, 0] = out[0, 0] * np.float32(1e-30)       # the next step waits for this one
 
 

@@ -43,8 +43,9 @@ def test_pack_layout(dtype):
     assert panels.panel_width(dtype) == panels.VECTORS * panels.VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-def check_tile(B, K, N, r0, r1, c0, c1, extra, dtype, seed, product=gemm.PANELS):
-    """``matmul_tile(..., product)`` on one tile against float64.  ``A`` has ``extra`` NaN columns
+def check_tile(B, K, N, r0, r1, c0, c1, extra, dtype, seed, product=gemm.PANELS, descending=0):
+    """``matmul_tile(..., product, descending)`` on one tile against float64 (``descending``:
+    the panels, and a single row's ``k``, in reverse order).  ``A`` has ``extra`` NaN columns
     past ``K`` and ``C`` is a view, ``extra + 1`` columns short of its rows' stride, into a
     NaN-filled buffer with a NaN row after it: a read past ``K`` or a write outside the tile
     (into the margins or the next row) shows as NaN or as a changed value."""
@@ -57,7 +58,7 @@ def check_tile(B, K, N, r0, r1, c0, c1, extra, dtype, seed, product=gemm.PANELS)
     C = buffer[:B, :N]
     C[...] = rng.standard_normal((B, N))
     before = buffer.copy()
-    gemm.matmul_tile(A, gemm.operand(M, product), C, r0, r1, c0, c1, product)
+    gemm.matmul_tile(A, gemm.operand(M, product), C, r0, r1, c0, c1, product, descending)
     ref = before[:B, :N].astype(np.float64)
     ref[r0:r1, c0:c1] += A[r0:r1].astype(np.float64) @ M[:, c0:c1].astype(np.float64)
     scale = max(1.0, np.abs(ref).max()) * np.sqrt(K)
@@ -69,13 +70,14 @@ def check_tile(B, K, N, r0, r1, c0, c1, extra, dtype, seed, product=gemm.PANELS)
 
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), B=st.integers(1, 21), K=st.integers(1, 70), N=st.integers(1, 100),
-       extra=st.integers(0, 3), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
-def test_panel_product_on_random_tiles(data, B, K, N, extra, dtype, seed):
+       extra=st.integers(0, 3), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16),
+       descending=st.integers(0, 1))
+def test_panel_product_on_random_tiles(data, B, K, N, extra, dtype, seed, descending):
     r0 = data.draw(st.integers(0, B - 1))
     r1 = data.draw(st.integers(r0 + 1, B))
     c0 = data.draw(st.integers(0, N - 1))
     c1 = data.draw(st.integers(c0 + 1, N))
-    check_tile(B, K, N, r0, r1, c0, c1, extra, dtype, seed)
+    check_tile(B, K, N, r0, r1, c0, c1, extra, dtype, seed, descending=descending)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -87,6 +89,9 @@ def test_panel_product_fixed_shapes(dtype):
     check_tile(rows, 64, 256, 0, rows, 0, 256, 0, dtype, 3)            # whole panels, whole blocks
     check_tile(5, 3, 40, 0, 5, 16, 32, 0, dtype, 4)                     # one unit block of a gate
     check_tile(4, 6, 9, 2, 2, 0, 9, 0, dtype, 5)                        # empty row range: no-op
+    for descending in (0, 1):                                           # a single row, panels in either order
+        check_tile(1, 67, N, 0, 1, 3, N - 2, 1, dtype, 6, descending=descending)
+        check_tile(3, 64, N, 2, 3, 0, N, 0, dtype, 7, descending=descending)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -156,11 +161,14 @@ def test_blas_product_fixed_panelled_shapes(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("K", list(range(1, 11)) + [37, 128])
 def test_single_row_kernel_every_remainder_of_the_split(K, dtype):
-    """A block of one row runs ``_emit_row``: its loop over ``k`` goes ``SPLIT_K`` at a time,
-    then one at a time; every remainder, and a lone last row after a full block."""
+    """A block of one row runs ``_emit_row``: its loop over ``k`` goes ``SPLIT_K`` at a time
+    (up, or down with ``descending``), then one at a time; every remainder, and a lone last
+    row after a full block, in both orders."""
     nr = panels.panel_width(dtype)
-    check_tile(1, K, 2 * nr + 5, 0, 1, 3, 2 * nr + 2, 1, dtype, K)
-    check_tile(panels.ROWS + 1, K, nr + 1, 0, panels.ROWS + 1, 0, nr + 1, 0, dtype, K + 100)
+    for descending in (0, 1):
+        check_tile(1, K, 2 * nr + 5, 0, 1, 3, 2 * nr + 2, 1, dtype, K, descending=descending)
+        check_tile(panels.ROWS + 1, K, nr + 1, 0, panels.ROWS + 1, 0, nr + 1, 0, dtype, K + 100,
+                   descending=descending)
 
 
 def _bits(a):

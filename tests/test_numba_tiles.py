@@ -40,8 +40,11 @@ def test_plan_tiles_splits_rows_unless_told(monkeypatch):
     assert bptt.plan_tiles(64, 1024, 4096, 128, 1024)[:3] == (PANELS, 2, 1)      # large products too
     assert bptt.plan_tiles(8, 256, 1024, 256, 256)[:3] == (few, 2, 1)            # 2 blocks of 4 rows
     assert bptt.plan_tiles(1, 128, 512, 1024, 128)[:3] == (few, 1, 1)            # one row: one block
-    assert bptt.plan_tiles(1, 64, 256, 1024, 64)[:3] == (few, 1, 1)              # small products too
+    assert bptt.plan_tiles(1, 64, 256, 1024, 64)[:3] == (PANELS, 1, 1)           # one row, W_hh in L2
     assert bptt.plan_tiles(1, 32, 128, 1024, 32)[:3] == (PANELS, 1, 1)           # one row, W_hh in L1
+    most = bptt.PANEL_ROW_MAX_MACS                                                # panels up to the limit
+    assert bptt.plan_tiles(1, most // 128, 128, 1024, 32)[:3] == (PANELS, 1, 1)
+    assert bptt.plan_tiles(1, most // 128 + 1, 128, 1024, 32)[:3] == (few, 1, 1)
     assert bptt.plan_tiles(2, 32, 128, 1024, 32)[:3] == (few, 1, 1)              # two rows: BLAS
     assert bptt.plan_tiles(1, 8, 16, 1024, 8)[:3] == (LOOPS, 1, 1)                # tiny product: loops
     assert bptt.plan_tiles(3, 8, 16, 1024, 8).macs == 1024 * 3 * 8 * 16       # the loop's work, T·B·K·N

@@ -259,7 +259,7 @@ def matmul_rows(A, M, C, r0, r1, use_blas):
 
     Each array's rows must be contiguous (a column slice such as ``A[:, :2H]`` is fine).
     """
-    matmul_tile(A, M, C, r0, r1, 0, M.shape[1], use_blas)
+    matmul_tile(A, M, C, r0, r1, 0, M.shape[1], use_blas, 0)
 
 
 def operand(M, product):
@@ -275,20 +275,22 @@ def operand(M, product):
 
 
 @njit(**KERNEL_OPTIONS)
-def matmul_tile(A, M, C, r0, r1, c0, c1, product):
+def matmul_tile(A, M, C, r0, r1, c0, c1, product, descending):
     """``C[r, c0:c1] += A[r] @ M[:, c0:c1]`` for rows ``r0 <= r < r1``: one tile of the product.
 
     The tile is what one thread computes when the threads split the output columns
     (the hidden units) between them instead of the rows (``bptt.plan_tiles``).
     ``M`` is ``operand(M, product)``: for ``PANELS`` the packed panels, a 3-D array
     (``K`` is read off it), else the matrix; ``product`` then says ``LOOPS`` or ``BLAS``
-    (a bool: loops or BLAS).
+    (a bool: loops or BLAS).  ``descending`` (0 or 1): the panels are read in reverse
+    (``panels.py``: a recurrence passes its step's parity, so that each step starts on the
+    part of ``M`` the step before left in the L1 cache); the other paths ignore it.
     """
     rows, cols = r1 - r0, c1 - c0
     if rows <= 0 or cols <= 0:
         return
     if M.ndim == 3:         # a constant when compiled: the other paths are not compiled (module docstring)
-        matmul_panels(A, M, C, r0, r1, c0, c1)
+        matmul_panels(A, M, C, r0, r1, c0, c1, descending)
         return
     K = M.shape[0]
     if product:
@@ -637,16 +639,16 @@ def fill(dst, value):
 # Gate blocks: a cell with G gates keeps rows of G·H values, [gate 0 | gate 1 | ...], and a
 # tile owns units j0 .. j1-1 of each block.  These run a row helper over the tile's part.
 @njit(inline="always", **KERNEL_OPTIONS)
-def matmul_gates(A, M, C, r0, r1, j0, j1, H, q0, q1, product):
+def matmul_gates(A, M, C, r0, r1, j0, j1, H, q0, q1, product, descending):
     """``C[r, q·H + j] += (A[r] @ M)[q·H + j]`` for units ``j0 <= j < j1`` of gate blocks
     ``q0 <= q < q1`` (each ``H`` wide): one product when the tile holds every unit, one per
-    gate block otherwise."""
+    gate block otherwise; ``descending`` as in :func:`matmul_tile`."""
     whole = j0 == 0 and j1 == H
     span = (q1 - q0) * H if whole else j1 - j0          # columns per product
     for q in range(q0, q0 + 1 if whole else q1):
         c0 = q * H + j0
         # one call site: every extra call of matmul_tile costs its own compilation
-        matmul_tile(A, M, C, r0, r1, c0, c0 + span, product)
+        matmul_tile(A, M, C, r0, r1, c0, c0 + span, product, descending)
 
 
 @njit(inline="always")

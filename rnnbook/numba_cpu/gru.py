@@ -84,7 +84,7 @@ def _forward_after_tile(acts, WT, b_hh, hs, ghn, gh, r0, r1, j0, j1, product, fl
         wait_for_inputs(flags, t + 1)                   # G[t] is complete (see bptt.run_tiles)
         for r in range(r0, r1):
             put_units(gh[r], b_hh, j0, j1, 3, False)
-        matmul_gates(hs[t], WT, gh, r0, r1, j0, j1, H, 0, 3, product)    # gh = h_{t-1} W_hh^T + b_hh
+        matmul_gates(hs[t], WT, gh, r0, r1, j0, j1, H, 0, 3, product, t % 2)    # gh = h_{t-1} W_hh^T + b_hh
         for r in range(r0, r1):
             _cell_forward_after(acts[t, r], gh[r], hs[t, r], hs[t + 1, r], ghn[t, r], j0, j1)
         arrive_and_wait(flags, me, n, t + 1)            # all of h_t is written before step t+1 reads it
@@ -148,7 +148,7 @@ def _backward_after_tile(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
                 put_units(dGH[t, r], buf[r, 2 * H:], j0, j1, 1, again)              # gh_n = h_prev W_hn^T + b_hn
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of dgh_t is written before it is read
-            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, product)    # dh_{t-1} += dgh W_hh
+            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, product, passed % 2)    # dh_{t-1} += dgh W_hh
         if lo == 0:
             for r in range(r0, r1):
                 put_units(dh0[r], dh[r], j0, j1, 1, True)
@@ -192,11 +192,11 @@ def _forward_before_tile(acts, WT, hs, rh, r0, r1, j0, j1, product, flags, me):
     n, H = threads_of(flags), hs.shape[2]
     for t in range(acts.shape[0]):
         wait_for_inputs(flags, t + 1)                   # G[t] is complete (see bptt.run_tiles)
-        matmul_gates(hs[t], WT, acts[t], r0, r1, j0, j1, H, 0, 2, product)   # a_{r,z} = G[t] + h_{t-1} W_h{rz}^T
+        matmul_gates(hs[t], WT, acts[t], r0, r1, j0, j1, H, 0, 2, product, t % 2)   # a_{r,z} = G[t] + h_{t-1} W_h{rz}^T
         for r in range(r0, r1):
             _cell_gates_before(acts[t, r], hs[t, r], rh[t, r], j0, j1)
         arrive_and_wait(flags, me, n, 2 * t + 1)        # all of rh_t is written before it is read
-        matmul_gates(rh[t], WT, acts[t], r0, r1, j0, j1, H, 2, 3, product)   # a_n = G_n[t] + rh_t W_hn^T
+        matmul_gates(rh[t], WT, acts[t], r0, r1, j0, j1, H, 2, 3, product, t % 2)   # a_n = G_n[t] + rh_t W_hn^T
         for r in range(r0, r1):
             _cell_update_before(acts[t, r], hs[t, r], hs[t + 1, r], j0, j1)
         arrive_and_wait(flags, me, n, 2 * t + 2)        # all of h_t is written before step t+1 reads it
@@ -261,13 +261,13 @@ def _backward_before_tile(acts, hs, W_rz, W_n, dy, dstate_h, chains, inject_all,
                 _cell_backward_before_1(acts[t, r], hs[t, r], dh[r], gi[r], an[r], j0, j1)
                 fill_units(drh[r], 0, j0, j1)
             arrive_and_wait(flags, me, n, 2 * passed + 1)    # all of da_n is written before it is read
-            matmul_tile(an, W_n, drh, r0, r1, j0, j1, product)            # d(rh) = da_n W_hn
+            matmul_tile(an, W_n, drh, r0, r1, j0, j1, product, passed % 2)            # d(rh) = da_n W_hn
             for r in range(r0, r1):
                 _cell_backward_before_2(acts[t, r], hs[t, r], drh[r], dh[r], gi[r], j0, j1)
                 if again:
                     put_units(dGI[t, r], gi[r], j0, j1, 3, True)                   # gi = x W_ih^T + b_ih
             arrive_and_wait(flags, me, n, 2 * passed + 2)    # all of da_r is written before it is read
-            matmul_tile(gi, W_rz, dh, r0, r1, j0, j1, product)   # dh_{t-1} += [da_r|da_z] W_h{rz} (K = 2H: reads gi[:, :2H])
+            matmul_tile(gi, W_rz, dh, r0, r1, j0, j1, product, passed % 2)   # dh_{t-1} += [da_r|da_z] W_h{rz} (K = 2H: reads gi[:, :2H])
             passed += 1
         if lo == 0:
             for r in range(r0, r1):

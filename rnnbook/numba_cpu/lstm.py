@@ -69,7 +69,7 @@ def _forward_tile(gates, WT, hs, cs, r0, r1, j0, j1, product, flags, me):
     n, H = threads_of(flags), hs.shape[2]
     for t in range(gates.shape[0]):
         wait_for_inputs(flags, t + 1)                   # G[t] is complete (see bptt.run_tiles)
-        matmul_gates(hs[t], WT, gates[t], r0, r1, j0, j1, H, 0, 4, product)   # z_t = G[t] + h_{t-1} W_hh^T
+        matmul_gates(hs[t], WT, gates[t], r0, r1, j0, j1, H, 0, 4, product, t % 2)   # z_t = G[t] + h_{t-1} W_hh^T
         for r in range(r0, r1):
             _cell_forward(gates[t, r], cs[t, r], hs[t + 1, r], cs[t + 1, r], j0, j1)
         arrive_and_wait(flags, me, n, t + 1)            # all of h_t is written before step t+1 reads it
@@ -135,7 +135,7 @@ def _backward_tile(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_a
                 fill_units(dh[r], 0, j0, j1)
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of dz_t is written before it is read
-            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, product)    # dh_{t-1} = dz W_hh
+            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, product, passed % 2)    # dh_{t-1} = dz W_hh
         if lo == 0:
             for r in range(r0, r1):
                 put_units(dh0[r], dh[r], j0, j1, 1, True)

@@ -46,8 +46,22 @@ A block of a single row (``B = 1``, or the last row of a batch) runs another ker
 (:func:`_emit_row`): with one row, the ``VECTORS`` sums of the block would each be a chain
 of ``K`` dependent multiply-adds, so it splits the loop over ``k`` into :data:`SPLIT_K`
 chains and adds them at the end.  ``bptt.plan_tiles`` uses it at ``B = 1`` for products
-small enough that ``W_hh`` sits in L1 (LSTM and GRU H=32: 10% off the training step);
-from H=64 on BLAS's matrix-vector product is as fast.
+up to ``bptt.PANEL_ROW_MAX_MACS`` (LSTM and GRU H=32, with ``W_hh`` in L1: 10% off the
+training step; LSTM and GRU H=64 and RNN H=128, in L2: 7-11%, read as below).
+
+Every other step runs in reverse (``descending``).  A recurrence reads the same packed
+``W_hh`` at every step.  Where it is larger than the L1 cache (32 KB per core on the
+development machine; an LSTM at H=64 reads 64 KB per step in float32), reading it in the
+same order at every step is the worst case for a least-recently-used cache: each miss
+evicts the line that is needed soonest, and every step reads all of it from L2.  Read
+every other step backwards -- panels from the last to the first, and in the single-row
+kernel ``k`` from the last to the first -- and each step starts on the lines the step
+before read last, which are still in L1.  The tile kernels pass the step's parity
+(``gemm.matmul_tile``).  The reverse order adds the same products in another order: the
+sums differ in rounding only.  Measured on the development machine (B=1, T=1024,
+training step, paired in one process): BLAS's matrix-vector product against these panels
+in alternating order, LSTM H=64 0.92-0.93, GRU H=64 0.91, RNN H=128 0.89; against the
+panels in one order, LSTM H=64 0.98 (``bptt.PANEL_ROW_MAX_MACS``).
 
 Rows past the block's last (``B`` not a multiple of ``ROWS``) repeat the last row
 (their sums are computed and dropped); columns outside ``[c0, c1)`` and rows past the
@@ -233,8 +247,9 @@ def _emit_block(builder, a, lda, rows, p, K, c, ldc, first, end, bits):
 SPLIT_K = 4
 
 
-def _emit_row(builder, a, p, K, c, first, end, bits):
-    """IR of the product for a *single* row against one panel: ``C[r, cols] += A[r, :K] @ panel``.
+def _emit_row(builder, a, p, K, c, first, end, descending, bits):
+    """IR of the product for a *single* row against one panel: ``C[r, cols] += A[r, :K] @ panel``,
+    over ``k`` from the last down where ``descending`` is non-zero (the module docstring).
 
     With one row the block of :func:`_emit_block` would hold ``VECTORS`` live sums (the
     other rows are masked copies), each a chain of ``K`` dependent multiply-adds: latency,
@@ -243,6 +258,9 @@ def _emit_row(builder, a, p, K, c, first, end, bits):
     (a different order of the same additions: the result differs in rounding only)::
 
         acc[s, :] += A[r, k+s] · P[p, (k+s)·NR : (k+s)·NR + NR]     s = 0 .. SPLIT_K-1
+
+    The ``k`` of the split loop run 0, 4, 8, ... or, descending, ..., 8, 4, 0; the few ``k``
+    past the last multiple of ``SPLIT_K`` run last either way.
     """
     i64 = ir.IntType(64)
     ops = _Ops(builder.module, bits)
@@ -262,9 +280,14 @@ def _emit_row(builder, a, p, K, c, first, end, bits):
     builder.cbranch(builder.icmp_signed(">", k_split, ir.Constant(i64, 0)), split, rest_test)
 
     builder.position_at_end(split)                                         # the SPLIT_K-way loop
+    backwards = builder.icmp_signed("!=", descending, ir.Constant(i64, 0))
+    last = builder.sub(k_split, ir.Constant(i64, SPLIT_K))
+
+    def split_step(i, acc):       # the i-th group of SPLIT_K k's, from k = 0 up or from k_split down
+        k = builder.select(backwards, builder.sub(last, i), i)
+        return [step(builder.add(k, ir.Constant(i64, s)), acc[s]) for s in range(SPLIT_K)]
     new = ops.sum_loop(builder, ir.Constant(i64, 0), k_split, SPLIT_K, [[zero] * VECTORS for _ in range(SPLIT_K)],
-                       lambda k, acc: [step(builder.add(k, ir.Constant(i64, s)), acc[s]) for s in range(SPLIT_K)],
-                       "row.split.k")
+                       split_step, "row.split.k")
     total = []                                                             # add the partial sums together
     for v in range(VECTORS):
         t = new[0][v]
@@ -319,7 +342,7 @@ def _block_function(module, bits, emit=None):
     """The block kernel (:func:`_emit_block`, or :func:`_emit_row` for a single row) as a
     function of its own in ``module`` (internal, never inlined: a call per block costs
     nothing next to its ``K``-long loop)."""
-    kind, n_args = ("row", 6) if emit is _emit_row else ("block", 9)
+    kind, n_args = ("row", 7) if emit is _emit_row else ("block", 9)
     name = f"rnnbook_panel_{kind}_f{bits}_x{VECTOR_BYTES}"
     i64 = ir.IntType(64)
     fn = cgutils.get_or_insert_function(module, ir.FunctionType(ir.VoidType(), [i64] * n_args), name)
@@ -334,13 +357,14 @@ def _block_function(module, bits, emit=None):
 
 
 def _emit_panels(context, builder, sig, args):
-    """IR of :func:`matmul_panels`: panels outer, blocks of ``ROWS`` rows inner.
+    """IR of :func:`matmul_panels`: panels outer (from the last down where ``descending``),
+    blocks of ``ROWS`` rows inner.
 
     Written as IR, like the block itself, rather than as a compiled Python loop: typing and
     lowering that loop (addresses, strides, ``min``/``max``) cost 0.3 s of every cold
     compile of a cell kernel, against a few milliseconds for these lines.
     """
-    A, P, C, r0, r1, c0, c1 = args
+    A, P, C, r0, r1, c0, c1, descending = args
     a_ty, p_ty, c_ty = sig.args[:3]
     i64 = ir.IntType(64)
     const = lambda v: ir.Constant(i64, v)                                  # noqa: E731
@@ -368,7 +392,11 @@ def _emit_panels(context, builder, sig, args):
         first_panel = builder.sdiv(c0, const(nr))
         end_panel = builder.sdiv(builder.add(c1, const(nr - 1)), const(nr))
 
-        def per_panel(panel):
+        backwards = builder.icmp_signed("!=", descending, const(0))
+        last_panel = builder.sub(end_panel, const(1))
+
+        def per_panel(i):         # the i-th panel from the first, or its mirror image from the last
+            panel = builder.select(backwards, builder.sub(builder.add(first_panel, last_panel), i), i)
             base = builder.mul(panel, const(nr))
             first, end = smax(builder.sub(c0, base), const(0)), smin(builder.sub(c1, base), const(nr))
             p = address(P, panel)
@@ -378,7 +406,7 @@ def _emit_panels(context, builder, sig, args):
                 c = builder.add(address(C, r), builder.mul(base, const(size)))
                 with builder.if_else(builder.icmp_signed("==", rows, const(1))) as (one_row, more):
                     with one_row:
-                        builder.call(single, [address(A, r), p, K, c, first, end])
+                        builder.call(single, [address(A, r), p, K, c, first, end, descending])
                     with more:
                         builder.call(block, [address(A, r), lda, rows, p, K, c, ldc, first, end])
             _for(builder, r0, r1, const(ROWS), per_block)
@@ -386,9 +414,10 @@ def _emit_panels(context, builder, sig, args):
 
 
 @intrinsic
-def matmul_panels(typingctx, A, P, C, r0, r1, c0, c1):
+def matmul_panels(typingctx, A, P, C, r0, r1, c0, c1, descending):
     """``C[r, c0:c1] += A[r, :K] @ M[:, c0:c1]`` for rows ``r0 <= r < r1``, with ``P = pack(M)``
-    ``(ceil(N / NR), K, NR)`` (compiled code only; ``gemm.matmul_tile`` calls it).
+    ``(ceil(N / NR), K, NR)`` (compiled code only; ``gemm.matmul_tile`` calls it), read in
+    reverse where ``descending`` is non-zero (the module docstring).
 
     ``K`` is read off ``P``; ``A`` may have more columns (only the first ``K`` are used).
     Every array's rows must be contiguous; all three of one dtype, float32 or float64.
@@ -404,4 +433,4 @@ def matmul_panels(typingctx, A, P, C, r0, r1, c0, c1):
     def codegen(context, builder, sig, args):
         _emit_panels(context, builder, sig, args)
         return context.get_dummy_value()
-    return types.void(A, P, C, types.intp, types.intp, types.intp, types.intp), codegen
+    return types.void(A, P, C, types.intp, types.intp, types.intp, types.intp, types.intp), codegen

@@ -48,7 +48,7 @@ def _forward_tile(pre, WT, hs, use_relu, r0, r1, j0, j1, product, flags, me):
     n = threads_of(flags)
     for t in range(pre.shape[0]):
         wait_for_inputs(flags, t + 1)                   # G[t] is complete (see bptt.run_tiles)
-        matmul_tile(hs[t], WT, pre[t], r0, r1, j0, j1, product)   # a_t = G[t] + h_{t-1} W_hh^T
+        matmul_tile(hs[t], WT, pre[t], r0, r1, j0, j1, product, t % 2)   # a_t = G[t] + h_{t-1} W_hh^T
         for r in range(r0, r1):
             _cell_forward(pre[t, r], hs[t + 1, r], use_relu, j0, j1)
         arrive_and_wait(flags, me, n, t + 1)            # all of h_t is written before step t+1 reads it
@@ -90,7 +90,7 @@ def _backward_tile(hs, W_hh, dy, dstate_h, use_relu, chains, inject_all, dA, da,
                 fill_units(dh[r], 0, j0, j1)
             passed += 1
             arrive_and_wait(flags, me, n, passed)            # all of da_t is written before it is read
-            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, product)    # dh_{t-1} = da W_hh
+            matmul_tile(buf, W_hh, dh, r0, r1, j0, j1, product, passed % 2)    # dh_{t-1} = da W_hh
         if lo == 0:
             for r in range(r0, r1):
                 put_units(dh0[r], dh[r], j0, j1, 1, True)
