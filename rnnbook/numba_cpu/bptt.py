@@ -164,12 +164,13 @@ PANEL_MIN_ROWS = 8
 #: sum over ``k`` into independent chains, where BLAS's matrix-vector product waits on one, and
 #: reads every other step in reverse, where BLAS reads ``W_hh`` in one order at every step and
 #: so from L2 once it is larger than L1 (``panels.py``).  Measured on the development VM
-#: (training step B=1 T=1024, BLAS vs panels, paired in one process, 50-80 rounds): LSTM H=32
-#: (8192) 1.30 vs 1.17 µs/step, GRU H=32 1.36 vs 1.23; GRU H=64 (12288) 1.99 vs 1.82, LSTM
-#: H=64 (16384) 2.14 vs 1.99, RNN H=128 (16384) 2.51 vs 2.24, GRU H=96 (27648) 4.14 vs 3.98,
-#: LSTM H=96 (36864) 5.18 vs 5.04; GRU H=128 (49152) 5.95 vs 5.97.  Above it nothing to
-#: choose: LSTM H=128 (65536) 7.00 vs 6.90, RNN H=256 6.84 vs 6.88.  (Until 2026-12-07, with
-#: the panels read in one order, this limit was 8192: LSTM H=64 was 3.33 vs 3.35.)
+#: (training step B=1 T=1024, µs/step, BLAS vs panels): LSTM H=32 (K·N = 8192) 1.30 vs 1.17,
+#: GRU H=32 1.36 vs 1.23; paired in one process (50-80 rounds), the panels in alternating
+#: order: GRU H=64 (12288) 1.99 vs 1.82, LSTM H=64 (16384) 2.14 vs 1.99, RNN H=128 (16384)
+#: 2.51 vs 2.24, GRU H=96 (27648) 4.14 vs 3.98, LSTM H=96 (36864) 5.18 vs 5.04, GRU H=128
+#: (49152) 5.95 vs 5.97; above it nothing to choose: LSTM H=128 (65536) 7.00 vs 6.90, RNN
+#: H=256 6.84 vs 6.88.  (Until the night of 2026-12-06, with the panels read in one order,
+#: this limit was 8192: LSTM H=64 was 3.33 vs 3.35.)
 PANEL_ROW_MAX_MACS = 3 << 14
 
 
