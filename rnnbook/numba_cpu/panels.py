@@ -59,9 +59,9 @@ kernel ``k`` from the last to the first -- and each step starts on the lines the
 before read last, which are still in L1.  The tile kernels pass the step's parity
 (``gemm.matmul_tile``).  The reverse order adds the same products in another order: the
 sums differ in rounding only.  Measured on the development machine (B=1, T=1024,
-training step, paired in one process): BLAS's matrix-vector product against these panels
-in alternating order, LSTM H=64 0.92-0.93, GRU H=64 0.91, RNN H=128 0.89; against the
-panels in one order, LSTM H=64 0.98 (``bptt.PANEL_ROW_MAX_MACS``).
+training step, paired in one process, panels over BLAS's matrix-vector product): in
+alternating order LSTM H=64 0.92-0.93, GRU H=64 0.91, RNN H=128 0.89; in one order LSTM
+H=64 0.98 (``bptt.PANEL_ROW_MAX_MACS``).
 
 Rows past the block's last (``B`` not a multiple of ``ROWS``) repeat the last row
 (their sums are computed and dropped); columns outside ``[c0, c1)`` and rows past the
