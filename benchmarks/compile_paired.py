@@ -66,6 +66,20 @@ def copy_package(source_root, name, into):
         fh.write(text.replace('"rnnbook.', f'"{name}.'))
 
 
+def paired_packages(old, work):
+    """``rb_old`` (``rnnbook`` of commit ``old``, from ``git archive``) and ``rb_new`` (the working
+    tree's) side by side under ``work/packages``; that directory, for ``sys.path`` or ``PYTHONPATH``."""
+    old_root = os.path.join(work, "old")
+    os.makedirs(old_root)
+    archive = subprocess.run(["git", "-C", ROOT, "archive", old, "rnnbook"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", old_root], input=archive.stdout, check=True)
+    packages = os.path.join(work, "packages")
+    os.makedirs(packages)
+    copy_package(old_root, "rb_old", packages)
+    copy_package(ROOT, "rb_new", packages)
+    return packages
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("old", help="the commit to compare against (the working tree is the new version)")
@@ -75,14 +89,7 @@ def main():
     if args.processes < 1:
         ap.error("--processes must be at least 1")
     with tempfile.TemporaryDirectory() as work:
-        old_root = os.path.join(work, "old")
-        os.makedirs(old_root)
-        archive = subprocess.run(["git", "-C", ROOT, "archive", args.old, "rnnbook"], capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", old_root], input=archive.stdout, check=True)
-        packages = os.path.join(work, "packages")
-        os.makedirs(packages)
-        copy_package(old_root, "rb_old", packages)
-        copy_package(ROOT, "rb_new", packages)
+        packages = paired_packages(args.old, work)
         results = {}
         for i in range(args.processes):
             order = "rb_old,rb_new" if i % 2 == 0 else "rb_new,rb_old"
