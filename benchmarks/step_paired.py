@@ -18,7 +18,9 @@ gives ratios of 0.99-1.04 at 80-100 rounds on the development VM: differences of
 percent want that many rounds.
 
 ``--old-strategy`` and ``--new-strategy`` set each version's product (``bptt.strategy``):
-e.g. the automatic plan of the old code against a forced path in the new.
+e.g. the automatic plan of the old code against a forced path in the new.  ``--old-split``
+and ``--new-split`` set how each version cuts the loop over threads (``bptt.split``):
+``auto``, or ``rows`` / ``units`` with a block count, as in ``--new-split units:2``.
 """
 import argparse
 import importlib
@@ -34,17 +36,30 @@ ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("old", help="the commit to compare against (the working tree is the new version)")
 ap.add_argument("--old-strategy", choices=STRATEGIES, default="auto")
 ap.add_argument("--new-strategy", choices=STRATEGIES, default="auto")
+
+
+def split_argument(text):
+    """``auto``, ``rows[:n]`` or ``units[:n]`` as ``(how, blocks)`` for ``bptt.split``."""
+    how, _, blocks = text.partition(":")
+    if how not in ("auto", "rows", "units") or (blocks and not blocks.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected auto, rows[:n] or units[:n], got {text!r}")
+    return how, int(blocks) if blocks else None
+
+
+ap.add_argument("--old-split", type=split_argument, default=("auto", None))
+ap.add_argument("--new-split", type=split_argument, default=("auto", None))
 args = single_sequence_arguments(ap, H=[64], rounds=80)
 
 VERSIONS = ("rb_old", "rb_new")
 STRATEGY = {"rb_old": args.old_strategy, "rb_new": args.new_strategy}
+SPLIT = {"rb_old": args.old_split, "rb_new": args.new_split}
 
 import numpy as np  # noqa: E402  (after use_threads: OpenBLAS reads its thread count on loading)
 
 
-def timed_step(rb, bptt, strategy, cell, params, x, dy):
+def timed_step(rb, bptt, strategy, split, cell, params, x, dy):
     """``(seconds of the forward pass, seconds of the training step)`` on version ``rb``."""
-    with bptt.strategy(strategy):
+    with bptt.strategy(strategy), bptt.split(*split):
         t0 = time.perf_counter()
         _, _, cache = rb.forward(cell, params, x, backend="numba")
         t1 = time.perf_counter()
@@ -56,13 +71,13 @@ with tempfile.TemporaryDirectory() as work:
     sys.path.insert(0, paired_packages(args.old, work))
     rb = {v: importlib.import_module(v) for v in VERSIONS}
     bptt = {v: importlib.import_module(v + ".numba_cpu.bptt") for v in VERSIONS}
-    print(f"training step, µs/step: {args.old} ({args.old_strategy}) against the working tree "
-          f"({args.new_strategy}), B={args.B} T={args.T} float32, {args.threads} threads, {args.rounds} rounds")
+    print(f"training step, µs/step: {args.old} ({args.old_strategy}, split {args.old_split}) against the "
+          f"working tree ({args.new_strategy}, split {args.new_split}), B={args.B} T={args.T} float32, {args.threads} threads, {args.rounds} rounds")
     for cell in args.cells:
         for H in args.H:
             problem = random_problem(cell, H, args.T, args.B)
             times = interleaved(args.rounds, VERSIONS,
-                                lambda v: timed_step(rb[v], bptt[v], STRATEGY[v], cell, *problem), calls=3)
+                                lambda v: timed_step(rb[v], bptt[v], STRATEGY[v], SPLIT[v], cell, *problem), calls=3)
             old, new = (np.array(times[v]) / args.T * 1e6 for v in VERSIONS)
             ratio = new[:, 1] / old[:, 1]
             print(f"{cell} H={H}: old forward {np.median(old[:, 0]):.3f} step {np.median(old[:, 1]):.3f}, "
