@@ -84,7 +84,8 @@ def _parse():
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every contender")
     ap.add_argument("--quick", action="store_true", help="a few configurations and fewer repetitions")
     ap.add_argument("--reps", type=int, default=10, help="timed repetitions (median reported; >= 10)")
-    ap.add_argument("--out", default=None, help="Markdown report path (default benchmarks/results/cpu-<date>-<machine>[-quick][-subset].md)")
+    ap.add_argument("--out", default=None, help="Markdown report path (default benchmarks/results/cpu-<date>-<machine>[-quick][-subset][-n].md, "
+                         "-2, -3, ... where a report of that name exists)")
     ap.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
     ap.add_argument("--skip", default=None, help="regex on configuration names to leave out")
     ap.add_argument("--only", default=None, help="regex on configuration names")
@@ -566,6 +567,10 @@ def main():
         # a quick run or a subset never overwrites a full run's report, nor each other's
         kind = ("-quick" if args.quick else "") + ("-subset" if (args.only or args.skip) else "")
         out = os.path.join(HERE, "results", f"cpu-{today}-{slug}{kind}.md")
+        # nor an earlier run of the same day and kind, whose report the README may cite
+        stem, n = out[:-len(".md")], 2
+        while os.path.exists(out) or os.path.exists(out[:-len(".md")] + ".json"):
+            out, n = f"{stem}-{n}.md", n + 1
     os.makedirs(os.path.dirname(out), exist_ok=True)
 
     def emit(s=""):
