@@ -65,11 +65,14 @@ _half32 = np.float32(0.5)
 @njit(inline="always", **KERNEL_OPTIONS)
 def tanh_f32(z):
     """Rational float32 ``tanh`` (vectorisable; max relative error 3.7e-7)."""
-    u = min(max(z, -_clamp32), _clamp32)
+    # clamps as comparisons, not min/max: each builtin costs a compilation of its own on a
+    # kernel's first call (~25 ms per type), and a NaN falls through both tests unchanged
+    u = -_clamp32 if z < -_clamp32 else (_clamp32 if z > _clamp32 else z)
     s = u * u
     p = (((_p4 * s + _p3) * s + _p2) * s + _p1) * s + _p0
     q = (((_q4 * s + _q3) * s + _q2) * s + _q1) * s + _q0
-    return min(max(u * p / q, -_one32), _one32)
+    t = u * p / q
+    return -_one32 if t < -_one32 else (_one32 if t > _one32 else t)
 
 
 @njit(inline="always", **KERNEL_OPTIONS)

@@ -240,7 +240,8 @@ def blas_panel_width(rows, K, cols):
     """
     if rows * K * cols <= SMALL_GEMM_MNK:
         return cols
-    panel = min(MAX_PANEL, SMALL_GEMM_MNK // (rows * K)) // 16 * 16
+    panel = SMALL_GEMM_MNK // (rows * K)                 # comparisons, not min/max: see functions.tanh_f32
+    panel = (MAX_PANEL if panel > MAX_PANEL else panel) // 16 * 16
     if panel < MIN_PANEL:
         return cols
     n_panels = (cols + panel - 1) // panel
@@ -250,7 +251,9 @@ def blas_panel_width(rows, K, cols):
 @njit(inline="always")
 def _leading_dim(a):
     """Elements between rows (a single row may carry any stride in NumPy: use its length)."""
-    return a.strides[0] // a.itemsize if a.shape[0] > 1 else max(a.shape[1], 1)
+    if a.shape[0] > 1:
+        return a.strides[0] // a.itemsize
+    return a.shape[1] if a.shape[1] > 1 else 1                # not max(): see functions.tanh_f32
 
 
 @njit(**KERNEL_OPTIONS)
@@ -298,7 +301,7 @@ def matmul_tile(A, M, C, r0, r1, c0, c1, product, descending):
         a_ptr, m_ptr, c_ptr = _row_ptr(A, r0), M.ctypes.data, _row_ptr(C, r0)
         width = blas_panel_width(rows, K, cols)
         for j in range(c0, c1, width):
-            n = min(width, c1 - j)
+            n = width if width < c1 - j else c1 - j
             off = j * C.itemsize
             if C.itemsize == 4:
                 _sgemm(_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_NO_TRANS, rows, n, K,
