@@ -248,12 +248,16 @@ def blas_panel_width(rows, K, cols):
     return ((cols + n_panels - 1) // n_panels + 15) // 16 * 16
 
 
-@njit(inline="always")
-def _leading_dim(a):
-    """Elements between rows (a single row may carry any stride in NumPy: use its length)."""
+def _row_stride(a):
+    """Elements between the rows of a 2-D array, BLAS's leading dimension (a single row may
+    carry any stride in NumPy: its length, at least 1).  Plain Python where Python code asks
+    (no compilation on a first call), compiled as :func:`_leading_dim` for compiled code."""
     if a.shape[0] > 1:
         return a.strides[0] // a.itemsize
     return a.shape[1] if a.shape[1] > 1 else 1                # not max(): see functions.tanh_f32
+
+
+_leading_dim = njit(inline="always")(_row_stride)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -546,11 +550,6 @@ def _blas_rows(a):
     where a type's alignment is its size, as for floats on x86-64; the modulo says it anywhere.)"""
     rows_apart = a.strides[0] >= a.shape[1] * a.itemsize and a.strides[0] % a.itemsize == 0
     return a.flags.aligned and a.strides[1] == a.itemsize and (a.shape[0] <= 1 or rows_apart)
-
-
-def _row_stride(a):
-    """Elements between the rows of a 2-D array (its length for a single row)."""
-    return a.strides[0] // a.itemsize if a.shape[0] > 1 else max(a.shape[1], 1)
 
 
 def _ctypes_gemms():
