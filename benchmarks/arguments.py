@@ -12,6 +12,15 @@ def positive(text: str) -> int:
     return value
 
 
+def split_argument(text: str) -> tuple[str, int | None]:
+    """An ``argparse`` type: ``auto``, ``rows[:n]`` or ``units[:n]`` as ``(how, blocks)`` for
+    ``bptt.split``."""
+    how, _, blocks = text.partition(":")
+    if how not in ("auto", "rows", "units") or (blocks and not blocks.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected auto, rows[:n] or units[:n], got {text!r}")
+    return how, int(blocks) if blocks else None
+
+
 def use_threads(n: int) -> None:
     """Give every library ``n`` threads (Numba, OpenMP, OpenBLAS, MKL: set before any of them
     is imported) and put the repository first on ``sys.path``, so that the scripts run the

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from arguments import interleaved, random_problem, single_sequence_arguments  # beside this script
+from arguments import interleaved, random_problem, single_sequence_arguments, split_argument  # beside this script
 from compile_paired import paired_packages
 
 STRATEGIES = ("auto", "loops", "blas", "panels")
@@ -36,16 +36,6 @@ ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("old", help="the commit to compare against (the working tree is the new version)")
 ap.add_argument("--old-strategy", choices=STRATEGIES, default="auto")
 ap.add_argument("--new-strategy", choices=STRATEGIES, default="auto")
-
-
-def split_argument(text):
-    """``auto``, ``rows[:n]`` or ``units[:n]`` as ``(how, blocks)`` for ``bptt.split``."""
-    how, _, blocks = text.partition(":")
-    if how not in ("auto", "rows", "units") or (blocks and not blocks.isdigit()):
-        raise argparse.ArgumentTypeError(f"expected auto, rows[:n] or units[:n], got {text!r}")
-    return how, int(blocks) if blocks else None
-
-
 ap.add_argument("--old-split", type=split_argument, default=("auto", None))
 ap.add_argument("--new-split", type=split_argument, default=("auto", None))
 args = single_sequence_arguments(ap, H=[64], rounds=80)

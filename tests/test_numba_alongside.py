@@ -169,6 +169,20 @@ def test_taken_at_b1_by_itself_and_not_with_one_thread(arch, opts, monkeypatch):
     assert len(prepared) == sums                                    # none in the calls not alongside
 
 
+@pytest.mark.parametrize("arch,opts", CELLS)
+def test_a_batch_backward_loop_keeps_one_block_and_the_gradients_beside_it(arch, opts, monkeypatch):
+    """Unforced, B=4 on two threads: the forward loop runs as two row blocks (the input
+    projection before them), the backward loop as one block with the gradients alongside it
+    (``bptt.BEHIND_ONE_BLOCK_MAX_MACS``); above that limit, two row blocks both ways."""
+    spy, ahead = Spy(monkeypatch), Spy(monkeypatch, "_inputs_alongside")
+    monkeypatch.setattr(bptt.numba, "get_num_threads", lambda: 2)
+    assert _long_sequence(arch, opts, 1000, 4, seed=5) <= 1e-5
+    assert (spy.calls, ahead.calls) == (1, 0)
+    monkeypatch.setattr(bptt, "BEHIND_ONE_BLOCK_MAX_MACS", 0)         # above the limit: two blocks
+    assert _long_sequence(arch, opts, 1000, 4, seed=6) <= 1e-5
+    assert (spy.calls, ahead.calls) == (1, 0)
+
+
 @pytest.mark.parametrize("T,behind,ahead", [(1023, 0, 0), (1024, 1, 0), (2047, 1, 0), (2048, 1, 1)])
 def test_gradients_go_behind_the_loop_from_half_the_inputs_threshold(T, behind, ahead, monkeypatch):
     """Unforced, LSTM B=1 D=H=32 (a loop of ``T·32·128`` multiply-adds): the gradients run

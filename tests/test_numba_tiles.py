@@ -48,8 +48,24 @@ def test_plan_tiles_splits_rows_unless_told(monkeypatch):
     assert bptt.plan_tiles(2, 32, 128, 1024, 32)[:3] == (few, 1, 1)              # two rows: BLAS
     assert bptt.plan_tiles(1, 8, 16, 1024, 8)[:3] == (LOOPS, 1, 1)                # tiny product: loops
     assert bptt.plan_tiles(3, 8, 16, 1024, 8).macs == 1024 * 3 * 8 * 16       # the loop's work, T·B·K·N
+    # behind a full-BPTT backward loop: one block of all the rows, the gradients on the other thread
+    assert bptt.plan_tiles(8, 256, 1024, 256, 256, behind=True)[:3] == (PANELS, 1, 1)
+    assert bptt.plan_tiles(4, 256, 64, 256, 64, behind=True)[:3] == (few, 1, 1)  # 4 rows: BLAS
+    largest = bptt.BEHIND_ONE_BLOCK_MAX_MACS                                     # up to the limit
+    assert bptt.plan_tiles(64, largest // (64 * 512), 512, 128, 512, behind=True)[1] == 1
+    assert bptt.plan_tiles(64, 2 * largest // (64 * 512), 512, 128, 512, behind=True)[1] == 2
+    short = -(-bptt.BEHIND_MIN_MACS // (8 * 256 * 64))                           # steps to stream
+    assert bptt.plan_tiles(8, 256, 64, short, 64, behind=True)[1] == 1
+    with monkeypatch.context() as m:                                             # too short to stream:
+        m.setattr(bptt, "MIN_MACS_FOR_THREADS", 0)                               # rows, as forward
+        assert bptt.plan_tiles(8, 256, 64, short - 1, 64, behind=True)[1] == 2
+    with bptt.split("rows", 2):                                                   # forced: as told
+        assert bptt.plan_tiles(8, 256, 1024, 256, 256, behind=True)[1] == 2
     monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
     assert bptt.plan_tiles(8, 256, 1024, 256, 256)[:3] == (PANELS, 1, 1)         # one thread, 8 rows
+    assert bptt.plan_tiles(8, 256, 1024, 256, 256, behind=True)[:3] == (PANELS, 1, 1)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 4)                     # more threads: rows
+    assert bptt.plan_tiles(8, 256, 1024, 256, 256, behind=True)[:3] == (few, 4, 1)
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     with bptt.strategy("blas" if bptt.gemm.HAVE_BLAS else "loops"):
         forced = BLAS if bptt.gemm.HAVE_BLAS else LOOPS

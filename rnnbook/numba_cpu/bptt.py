@@ -184,10 +184,14 @@ class Tiling(NamedTuple):
     macs: int = 0
 
 
-def plan_tiles(B: int, K: int, N: int, T: int, H: int) -> Tiling:
+def plan_tiles(B: int, K: int, N: int, T: int, H: int, behind: bool = False) -> Tiling:
     """The :class:`Tiling` for ``T`` steps of a product ``(B, K) @ (K, N)`` over ``H`` hidden units.
 
-    Automatically: row blocks as in :func:`plan`; the product on plain loops below
+    ``behind``: the loop is a full-BPTT backward pass, whose gradients can run alongside it
+    on an idle thread (:func:`run_tiles` with ``stream``).
+
+    Automatically: row blocks as in :func:`plan` -- except behind a backward loop, where two
+    threads take one block and the gradients beside it (:func:`_gradients_behind`); the product on plain loops below
     :data:`BLAS_MIN_MACS`, else on packed panels when every block has at least
     :data:`PANEL_MIN_ROWS` rows or a single row meets a product of at most
     :data:`PANEL_ROW_MAX_MACS`, else on BLAS (on loops where NumPy carries no usable BLAS).
@@ -206,6 +210,8 @@ def plan_tiles(B: int, K: int, N: int, T: int, H: int) -> Tiling:
         row_blocks, unit_blocks = max(1, min(B, blocks or numba.get_num_threads())), 1
     elif how == "units":
         row_blocks, unit_blocks = 1, max(1, min(H, blocks or numba.get_num_threads()))
+    elif behind and _gradients_behind(B, K, N, T):
+        row_blocks, unit_blocks = 1, 1
     else:
         row_blocks, unit_blocks = _row_blocks(B, K, N, T), 1
     if _strategy != "auto":
@@ -217,6 +223,33 @@ def plan_tiles(B: int, K: int, N: int, T: int, H: int) -> Tiling:
     else:
         product = gemm.BLAS if gemm.HAVE_BLAS else gemm.LOOPS
     return Tiling(product, row_blocks, unit_blocks, T * B * K * N)
+
+
+#: per-step multiply-adds of the recurrent product (``B·K·N``) up to which a full-BPTT backward
+#: loop on two threads runs as one block of all the rows, with the weight, bias and input
+#: gradients alongside it on the other thread (:func:`run_tiles`), instead of as two blocks of
+#: rows with the gradients after them.  Two blocks halve the loop, but then the gradients'
+#: products (three to the loop's one) wait for it, with a hand-off each; one block keeps the
+#: second thread busy during the loop, and computes its product on all the rows at once (from
+#: ``PANEL_MIN_ROWS`` on the panels, where half the rows would call BLAS).  Only for the
+#: backward pass: ahead of a forward loop there is one product, the input projection, and two
+#: blocks win (forward 1.07-1.22x slower as one block at B=8 H=128).
+#: Measured on the development VM (``benchmarks/backward_split.py``: the backward pass both
+#: ways, interleaved in one process, float32, 15-25 rounds, one block over two): B=8 T=256
+#: RNN H=64/128/256 0.67/0.78/0.96, LSTM 0.91/0.97/0.98, GRU 0.85/0.96/0.99 (B·K·N up to
+#: 2^21); B=4, 16 and 32 at T=128 0.65-0.99 (RNN B=32 H=256 0.94, GRU B=32 H=256 0.96); B=64
+#: T=128 RNN H=256 0.95, LSTM H=256 (2^24) 0.96, RNN H=512 (2^24) 0.99, GRU H=512 (1.5·2^24)
+#: 1.00, LSTM H=512 (2^26) 1.04 -- there the loop is most of the pass and wants both cores
+BEHIND_ONE_BLOCK_MAX_MACS = 1 << 24
+
+
+def _gradients_behind(B: int, K: int, N: int, T: int) -> bool:
+    """Whether a full-BPTT backward loop runs as one block with its gradients alongside it
+    (:data:`BEHIND_ONE_BLOCK_MAX_MACS`): on exactly two threads (one for the loop, one beside
+    it; with more, the row blocks use them all -- not measured), with a loop long enough for
+    the gradients to stream (:data:`BEHIND_MIN_MACS`), and where :func:`plan` would split rows."""
+    return (numba.get_num_threads() == 2 and B * K * N <= BEHIND_ONE_BLOCK_MAX_MACS
+            and T * B * K * N >= BEHIND_MIN_MACS and _row_blocks(B, K, N, T) > 1)
 
 
 def unit_bounds(H: int, n: int) -> list[tuple[int, int]]:

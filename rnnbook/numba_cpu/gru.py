@@ -313,7 +313,7 @@ def backward(params, cache, dy, dstate=None, window=None):
     hs, x = cache["hs"], cache["x"]
     dGI = np.empty((T, B, 3 * H), dtype)    # every element stored at a chain's first visit (bptt.revisits)
     dh, dh0 = np.empty((B, H), dtype), np.zeros((B, H), dtype)
-    tiling = bptt.plan_tiles(B, 3 * H, H, T, H)
+    tiling = bptt.plan_tiles(B, 3 * H, H, T, H, behind=window is None)
     reset_after = cache["options"]["reset_after"]
     if reset_after:
         dGH_n = np.empty((T, B, H), dtype)

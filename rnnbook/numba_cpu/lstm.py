@@ -176,7 +176,7 @@ def backward(params, cache, dy, dstate=None, window=None):
     dZ = np.empty((T, B, 4 * H), dtype)     # every element stored at a chain's first visit (bptt.revisits)
     dz, dh, dc = np.empty((2, B, 4 * H), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype)
     dh0, dc0 = np.zeros((B, H), dtype), np.zeros((B, H), dtype)
-    tiling = bptt.plan_tiles(B, 4 * H, H, T, H)
+    tiling = bptt.plan_tiles(B, 4 * H, H, T, H, behind=window is None)
     args = (cache["gates"], cache["hs"], cache["cs"], operand(W_hh, tiling.product), np.ascontiguousarray(dy),
             np.ascontiguousarray(dstate[0]), np.ascontiguousarray(dstate[1]), chains, inject_all,
             dZ, dz, dh, dc, dh0, dc0)

@@ -124,7 +124,7 @@ def backward(params, cache, dy, dstate=None, window=None):
     dA = np.empty((T, B, H), dtype)         # every element stored at a chain's first visit (bptt.revisits)
     da, dh, dh0 = np.empty((2, B, H), dtype), np.empty((B, H), dtype), np.zeros((B, H), dtype)
     use_relu = cache["options"]["nonlinearity"] == "relu"
-    tiling = bptt.plan_tiles(B, H, H, T, H)
+    tiling = bptt.plan_tiles(B, H, H, T, H, behind=window is None)
     args = (cache["hs"], operand(W_hh, tiling.product), np.ascontiguousarray(dy), dstate_h, use_relu,
             chains, inject_all, dA, da, dh, dh0)
     hs = cache["hs"]
