@@ -34,7 +34,9 @@ Two choices are made per call, by :func:`plan_tiles` for the cells with tile ker
   a wake-up and a barrier every step: measured 2-8x slower, and erratic, on a
   shared 2-core machine where a descheduled thread stalls every barrier).
   The thread count is Numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``); the
-  threads and where they run are ``workers.py``'s.
+  threads and where they run are ``workers.py``'s.  One exception: on two threads, a
+  full-BPTT backward loop of up to :data:`BEHIND_ONE_BLOCK_MAX_MACS` per step stays one
+  block, and its gradient GEMMs run on the other thread while it runs (:func:`run_tiles`).
 
 The GEMMs of phases 1 and 3 run on the same threads (:func:`on_threads`): rows of
 the product split over them, each part a single-threaded BLAS call.  OpenBLAS's own
