@@ -10,9 +10,9 @@ with the weight, bias and input gradients after it; or as one block, with the gr
 other thread alongside it (``bptt.run_tiles``).  ``bptt.plan_tiles`` chooses one block up to
 ``bptt.BEHIND_ONE_BLOCK_MAX_MACS``; this is the measurement behind that limit.
 
-Each round runs one forward pass (the automatic plan) and then the backward pass under each of the
-two splits (``bptt.split``; three calls each, the last kept, the order alternating from round to
-round) on the same cache: float32, two threads, random weights with noise on every entry, biases
+For each size one forward pass (the automatic plan) makes the cache; each round then runs the
+backward pass on it under each of the two splits (``bptt.split``; three calls each, the last
+kept, the order alternating from round to round): float32, two threads, random weights with noise on every entry, biases
 included.  It prints the median µs per step of the backward pass under each split, the median of
 the ratios second / first taken round by round, in how many rounds the second was faster, and
 which split the automatic plan takes for that size.

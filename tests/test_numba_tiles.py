@@ -54,11 +54,11 @@ def test_plan_tiles_splits_rows_unless_told(monkeypatch):
     largest = bptt.BEHIND_ONE_BLOCK_MAX_MACS                                     # up to the limit
     assert bptt.plan_tiles(64, largest // (64 * 512), 512, 128, 512, behind=True)[1] == 1
     assert bptt.plan_tiles(64, 2 * largest // (64 * 512), 512, 128, 512, behind=True)[1] == 2
-    short = -(-bptt.BEHIND_MIN_MACS // (8 * 256 * 64))                           # steps to stream
-    assert bptt.plan_tiles(8, 256, 64, short, 64, behind=True)[1] == 1
-    with monkeypatch.context() as m:                                             # too short to stream:
-        m.setattr(bptt, "MIN_MACS_FOR_THREADS", 0)                               # rows, as forward
-        assert bptt.plan_tiles(8, 256, 64, short - 1, 64, behind=True)[1] == 2
+    with monkeypatch.context() as m:                         # rows split at any length, but one block
+        m.setattr(bptt, "MIN_MACS_FOR_THREADS", 0)           # only from the length the gradients stream at
+        enough = -(-bptt.BEHIND_MIN_MACS // (8 * 256 * 64))
+        assert bptt.plan_tiles(8, 256, 64, enough, 64, behind=True)[1] == 1
+        assert bptt.plan_tiles(8, 256, 64, enough - 1, 64, behind=True)[1] == 2
     with bptt.split("rows", 2):                                                   # forced: as told
         assert bptt.plan_tiles(8, 256, 1024, 256, 256, behind=True)[1] == 2
     monkeypatch.setattr(numba, "get_num_threads", lambda: 1)

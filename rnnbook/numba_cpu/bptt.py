@@ -193,9 +193,9 @@ def plan_tiles(B: int, K: int, N: int, T: int, H: int, behind: bool = False) -> 
     on an idle thread (:func:`run_tiles` with ``stream``).
 
     Automatically: row blocks as in :func:`plan` -- except behind a backward loop, where two
-    threads take one block and the gradients beside it (:func:`_gradients_behind`); the product on plain loops below
-    :data:`BLAS_MIN_MACS`, else on packed panels when every block has at least
-    :data:`PANEL_MIN_ROWS` rows or a single row meets a product of at most
+    threads may take one block and the gradients beside it (:func:`_gradients_behind`); the
+    product on plain loops below :data:`BLAS_MIN_MACS`, else on packed panels when every block
+    has at least :data:`PANEL_MIN_ROWS` rows or a single row meets a product of at most
     :data:`PANEL_ROW_MAX_MACS`, else on BLAS (on loops where NumPy carries no usable BLAS).
     Never unit blocks by itself.  On the development machine (a 2-vCPU VM) they used to lose
     at every size tried: their barrier costs ~0.2 µs when both threads are on a core, but
