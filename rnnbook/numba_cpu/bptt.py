@@ -248,10 +248,12 @@ BEHIND_ONE_BLOCK_MAX_MACS = 1 << 24
 def _gradients_behind(B: int, K: int, N: int, T: int) -> bool:
     """Whether a full-BPTT backward loop runs as one block with its gradients alongside it
     (:data:`BEHIND_ONE_BLOCK_MAX_MACS`): on exactly two threads (one for the loop, one beside
-    it; with more, the row blocks use them all -- not measured), with a loop long enough for
-    the gradients to stream (:data:`BEHIND_MIN_MACS`), and where :func:`plan` would split rows."""
+    it; with more, the row blocks use them all -- not measured), where :func:`plan` would split
+    rows, and where one block would leave the gradients a thread (:func:`leaves_a_thread`: a
+    loop long enough for them to stream)."""
+    one_block = Tiling(gemm.LOOPS, 1, 1, T * B * K * N)      # (its product does not matter here)
     return (numba.get_num_threads() == 2 and B * K * N <= BEHIND_ONE_BLOCK_MAX_MACS
-            and T * B * K * N >= BEHIND_MIN_MACS and _row_blocks(B, K, N, T) > 1)
+            and _row_blocks(B, K, N, T) > 1 and leaves_a_thread(one_block, ahead=False))
 
 
 def unit_bounds(H: int, n: int) -> list[tuple[int, int]]:
