@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 
 numba = pytest.importorskip("numba")
 from rnnbook.numba_cpu import bptt, sync  # noqa: E402
-from test_numba_parity import poison_empty  # noqa: E402
+import rnnbook as rb  # noqa: E402
+from test_numba_parity import CELLS, TOL, poison_empty, rel_error  # noqa: E402
 
 
 @given(H=st.integers(1, 600), n=st.integers(1, 8))
@@ -90,6 +91,71 @@ def test_plan_tiles_splits_rows_unless_told(monkeypatch):
     with pytest.raises(ValueError, match="at least 1"):
         with bptt.split("units", 0):
             pass
+
+
+def test_plan_tiles_splits_the_units_of_a_forward_loop_of_few_rows(monkeypatch):
+    """A forward loop (``ahead``) of one row with ``K·N >= UNITS_AHEAD_MIN_MACS``, or of 2 to
+    ``UNITS_AHEAD_MAX_ROWS`` rows with ``K·N >= UNITS_AHEAD_ROWS_MIN_MACS``, on exactly two
+    threads and long enough: two unit blocks, on the panels for one row, on BLAS for more."""
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    BLAS, PANELS = bptt.gemm.BLAS, bptt.gemm.PANELS
+    few = BLAS if bptt.gemm.HAVE_BLAS else bptt.gemm.LOOPS
+    least, rows_least, most_rows = (bptt.UNITS_AHEAD_MIN_MACS, bptt.UNITS_AHEAD_ROWS_MIN_MACS,
+                                    bptt.UNITS_AHEAD_MAX_ROWS)
+    assert bptt.plan_tiles(1, 256, 1024, 512, 256, ahead=True)[:3] == (PANELS, 1, 2)   # LSTM H=256
+    assert bptt.plan_tiles(1, 128, least // 128, 1024, 128, ahead=True)[:3] == (PANELS, 1, 2)  # at the limit
+    assert bptt.plan_tiles(1, 127, least // 128, 1024, 128, ahead=True)[:3] == (few, 1, 1)    # below it
+    assert bptt.plan_tiles(1, 256, 1024, 512, 256)[:3] == (few, 1, 1)                   # not a forward loop
+    assert bptt.plan_tiles(1, 256, 1024, 512, 256, behind=True)[:3] == (few, 1, 1)      # nor the backward
+    for B in range(2, most_rows + 1):                                                    # a few rows: BLAS
+        assert bptt.plan_tiles(B, 256, rows_least // 256, 256, 256, ahead=True)[:3] == (few, 1, 2), B
+        assert bptt.plan_tiles(B, 255, rows_least // 256, 256, 256, ahead=True)[1:3] == (B // 2, 1), B
+    assert bptt.plan_tiles(most_rows + 1, 512, 2048, 256, 512, ahead=True)[1:3] == (2, 1)  # more rows: rows
+    long_enough = -(-bptt.MIN_MACS_FOR_THREADS // least)                                 # T·K·N over the hand-off
+    assert bptt.plan_tiles(1, 256, 256, long_enough, 256, ahead=True)[2] == 2
+    assert bptt.plan_tiles(1, 256, 256, long_enough - 1, 256, ahead=True)[2] == 1
+    with bptt.split("rows"):                                                             # forced: as told
+        assert bptt.plan_tiles(1, 256, 1024, 512, 256, ahead=True)[1:3] == (1, 1)
+    with bptt.strategy("blas" if bptt.gemm.HAVE_BLAS else "loops"):
+        assert bptt.plan_tiles(1, 256, 1024, 512, 256, ahead=True)[:3] == (few, 1, 2)
+    for threads in (1, 4):                                                               # only on two threads
+        monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
+        assert bptt.plan_tiles(1, 256, 1024, 512, 256, ahead=True)[2] == 1, threads
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("arch,opts", CELLS)
+def test_a_forward_loop_with_its_units_split_by_the_plan_matches_the_reference(arch, opts, B, dtype, monkeypatch):
+    """Unforced, on two threads: the smallest ``H`` (a multiple of 16) at which the plan splits
+    a forward loop's units gives the reference's outputs, final states and gradients.  The
+    weights keep their initial scale (noise of ``0.1/√H`` on every entry, ``0.3`` on the
+    biases): at this ``H`` and length, ``test_numba_parity``'s noise of 0.3 on every weight
+    makes the recurrence chaotic, and the two backends' rounding grows apart whatever the split."""
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    gates = {"rnn": 1, "gru": 3, "lstm": 4}[arch]
+    least = bptt.UNITS_AHEAD_MIN_MACS if B == 1 else bptt.UNITS_AHEAD_ROWS_MIN_MACS
+    H = 16 * -(-int(np.ceil(np.sqrt(least / gates))) // 16)
+    T, D = -(-bptt.MIN_MACS_FOR_THREADS // (B * gates * H * H)), 24
+    rng = np.random.default_rng(B + 7 * H)
+    params = {k: (v + (0.3 if k.startswith("b") else 0.1 / np.sqrt(H)) * rng.standard_normal(v.shape)).astype(dtype)
+              for k, v in rb.init_params(arch, D, H, seed=H, dtype=dtype, **opts).items()}
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    state0 = tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(2 if arch == "lstm" else 1))
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    dstate = tuple(rng.standard_normal((B, H)).astype(dtype) for _ in state0)
+    tilings, out = [], []
+    monkeypatch.setattr(bptt, "plan_tiles", lambda *a, real=bptt.plan_tiles, **k: tilings.append(real(*a, **k)) or tilings[-1])
+    for backend in ("numpy", "numba"):
+        y, state, cache = rb.forward(arch, params, x, state0, backend=backend, **opts)
+        out.append((y, state, rb.backward(arch, params, cache, dy, dstate)))
+    assert [t.unit_blocks for t in tilings] == [2, 1], tilings        # the forward split, the backward not
+    (y0, s0, g0), (y1, s1, g1) = out
+    assert rel_error(y1, y0) <= TOL[dtype]
+    assert all(rel_error(a, b) <= TOL[dtype] for a, b in zip(s1, s0))
+    for k in list(params) + ["x"]:
+        assert rel_error(g1[k], g0[k]) <= TOL[dtype], k
+    assert all(rel_error(a, b) <= TOL[dtype] for a, b in zip(g1["state0"], g0["state0"]))
 
 
 @numba.njit(nogil=True)

@@ -186,26 +186,27 @@ class Tiling(NamedTuple):
     macs: int = 0
 
 
-def plan_tiles(B: int, K: int, N: int, T: int, H: int, behind: bool = False) -> Tiling:
+def plan_tiles(B: int, K: int, N: int, T: int, H: int, behind: bool = False, ahead: bool = False) -> Tiling:
     """The :class:`Tiling` for ``T`` steps of a product ``(B, K) @ (K, N)`` over ``H`` hidden units.
 
     ``behind``: the loop is a full-BPTT backward pass, whose gradients can run alongside it
-    on an idle thread (:func:`run_tiles` with ``stream``).
+    on an idle thread (:func:`run_tiles` with ``stream``).  ``ahead``: the loop is a forward
+    pass, with the input projection ahead of it.
 
     Automatically: row blocks as in :func:`plan` -- except behind a backward loop, where two
-    threads may take one block and the gradients beside it (:func:`_gradients_behind`); the
-    product on plain loops below :data:`BLAS_MIN_MACS`, else on packed panels when every block
-    has at least :data:`PANEL_MIN_ROWS` rows or a single row meets a product of at most
-    :data:`PANEL_ROW_MAX_MACS`, else on BLAS (on loops where NumPy carries no usable BLAS).
-    Never unit blocks by itself.  On the development machine (a 2-vCPU VM) they used to lose
-    at every size tried: their barrier costs ~0.2 µs when both threads are on a core, but
-    the second vCPU often was not (LSTM B=1 H=128 forward: 3.6 µs/step on one thread,
-    4.4-38 µs/step on two unit blocks; ``benchmarks/README.md``).  With the helpers kept off
-    the caller's core (``workers.py``) they ran steadily in later measurements (on a quiet
-    machine), and at B=1 H=256 they win (forward
-    recurrence 11.5 -> 7.6 µs/step); at H <= 128 their four BLAS calls per step, a quarter
-    of the columns each, are no faster than one (2.9 against 2.8 µs/step).  Choosing them
-    automatically wants measurements on more machines: they stay one ``split("units")`` away.
+    threads may take one block and the gradients beside it (:func:`_gradients_behind`), and
+    in a forward loop of a few rows and a large ``W_hh``, where two threads split the hidden
+    units (:func:`_units_ahead`).  The product on plain loops below :data:`BLAS_MIN_MACS`, else
+    on packed panels when every block has at least :data:`PANEL_MIN_ROWS` rows, or a single
+    row meets a product of at most :data:`PANEL_ROW_MAX_MACS` or a block of units, else on
+    BLAS (on loops where NumPy carries no usable BLAS).
+
+    Unit blocks wait at a barrier every step.  On the development machine (a 2-vCPU VM) they
+    used to lose at every size tried: the barrier costs ~0.2 µs when both threads are on a
+    core, but the second vCPU often was not (LSTM B=1 H=128 forward: 3.6 µs/step on one
+    thread, 4.4-38 µs/step on two unit blocks; ``benchmarks/README.md``).  With the helpers
+    kept off the caller's core (``workers.py``) they run steadily; see
+    :data:`UNITS_AHEAD_MIN_MACS` for where they now win.
     """
     how, blocks = _split
     if how == "rows":
@@ -214,13 +215,16 @@ def plan_tiles(B: int, K: int, N: int, T: int, H: int, behind: bool = False) -> 
         row_blocks, unit_blocks = 1, max(1, min(H, blocks or numba.get_num_threads()))
     elif behind and _gradients_behind(B, K, N, T):
         row_blocks, unit_blocks = 1, 1
+    elif ahead and _units_ahead(B, K, N, T, H):
+        row_blocks, unit_blocks = 1, 2
     else:
         row_blocks, unit_blocks = _row_blocks(B, K, N, T), 1
     if _strategy != "auto":
         product = {"loops": gemm.LOOPS, "blas": gemm.BLAS, "panels": gemm.PANELS}[_strategy]
     elif B * K * N < BLAS_MIN_MACS:
         product = gemm.LOOPS
-    elif B // row_blocks >= PANEL_MIN_ROWS or (B == 1 and K * N <= PANEL_ROW_MAX_MACS):
+    elif (B // row_blocks >= PANEL_MIN_ROWS
+          or (B == 1 and (K * N <= PANEL_ROW_MAX_MACS or unit_blocks > 1))):
         product = gemm.PANELS
     else:
         product = gemm.BLAS if gemm.HAVE_BLAS else gemm.LOOPS
@@ -254,6 +258,41 @@ def _gradients_behind(B: int, K: int, N: int, T: int) -> bool:
     one_block = Tiling(gemm.LOOPS, 1, 1, T * B * K * N)      # (its product does not matter here)
     return (numba.get_num_threads() == 2 and B * K * N <= BEHIND_ONE_BLOCK_MAX_MACS
             and _row_blocks(B, K, N, T) > 1 and leaves_a_thread(one_block, ahead=False))
+
+
+#: elements of ``W_hh`` (``K·N``) from which a forward loop over a single row, on exactly two
+#: threads, splits its hidden units between them (two unit blocks, a barrier every step, each
+#: block's product on the panels' single-row kernel) instead of running on one thread with the
+#: input projection alongside it.  Each thread then reads only its half of ``W_hh``, from its
+#: own core's L2, and the reading is what a single row's step costs: a whole ``W_hh`` of 1 MB
+#: (LSTM H=256, float32) does not even fit one core's L2 (1 MB on the development VM).  Below it
+#: the barrier (~0.3-0.4 µs a step) and the lost overlap with the projection cost more.
+#: Measured on the development VM (``benchmarks/units_ahead.py``: forward pass, float32, B=1
+#: T=512, two unit blocks on panels against the plan before, interleaved, 12 rounds): RNN H=128
+#: (K·N = 2^14) 1.29, H=192 1.00; GRU H=128 (1.5·2^15) 0.94; LSTM H=128 (2^16) 0.98, RNN H=256
+#: (2^16) 0.84; LSTM/GRU/RNN H=192..512 0.52-0.98 (LSTM H=256 24.3 -> 12.6 µs/step, GRU H=512
+#: 46.1 -> 34.6); float64 from H=64 on (0.62-0.80).  The backward loop keeps one block with the
+#: gradients beside it: two unit blocks there lose that overlap (B=1 H=256 T=512, backward
+#: µs/step: RNN 4.2 -> 4.8, GRU 13.3 -> 13.8, LSTM 16.7 -> 15.8).
+UNITS_AHEAD_MIN_MACS = 1 << 16
+#: ... and for 2 to ``UNITS_AHEAD_MAX_ROWS`` rows, from this many, each block's product on BLAS
+#: (at B=2 and 4 the panels' blocks of 8 rows compute the missing rows for nothing: 1.05-1.9x
+#: slower).  Measured as above (T=256, 10 rounds, against one block at B=2 or two row blocks at
+#: B=4): B=2 RNN H=256 (2^16) 1.30, GRU H=256 (1.5·2^17) 0.85, LSTM H=256 (2^18) 0.85, H=512
+#: 0.84-0.85; B=4 RNN H=256 1.01, GRU H=256 0.97, LSTM H=256 0.75, RNN H=512 (2^18) 0.85, GRU
+#: 0.91, LSTM 0.84.  At B=8 two row blocks win everywhere (units 1.01-1.34x slower).
+UNITS_AHEAD_ROWS_MIN_MACS = 1 << 18
+UNITS_AHEAD_MAX_ROWS = 4
+
+
+def _units_ahead(B: int, K: int, N: int, T: int, H: int) -> bool:
+    """Whether a forward loop splits its hidden units over two threads
+    (:data:`UNITS_AHEAD_MIN_MACS`): on exactly two threads (with more, unmeasured), a product
+    large enough for its rows, at least 16 units a block (whole SIMD vectors), and a sequence
+    with enough work to pay the hand-off (:data:`MIN_MACS_FOR_THREADS`)."""
+    least = UNITS_AHEAD_MIN_MACS if B == 1 else UNITS_AHEAD_ROWS_MIN_MACS
+    return (numba.get_num_threads() == 2 and B <= UNITS_AHEAD_MAX_ROWS and K * N >= least
+            and H >= 32 and T * B * K * N >= MIN_MACS_FOR_THREADS)
 
 
 def unit_bounds(H: int, n: int) -> list[tuple[int, int]]:

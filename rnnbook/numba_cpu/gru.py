@@ -288,13 +288,13 @@ def forward(params, x, state0=None, **options):
     cache = {"x": x, "acts": acts, "hs": hs, "options": opts, "shape": (T, B, H), "dtype": dtype}
     if opts["reset_after"]:
         ghn, gh = np.empty((T, B, H), dtype), np.empty((B, 3 * H), dtype)
-        tiling = bptt.plan_tiles(B, H, 3 * H, T, H)
+        tiling = bptt.plan_tiles(B, H, 3 * H, T, H, ahead=True)
         bptt.run_tiles(_forward_after_tile, (acts, operand(W_hh.T, tiling.product), b_hh, hs, ghn, gh),
                        B, H, tiling, before=before_loop, stream=T)
         cache["ghn"] = ghn
     else:
         rh = np.empty((T, B, H), dtype)
-        tiling = bptt.plan_tiles(B, H, 3 * H, T, H)
+        tiling = bptt.plan_tiles(B, H, 3 * H, T, H, ahead=True)
         bptt.run_tiles(_forward_before_tile, (acts, operand(W_hh.T, tiling.product), hs, rh), B, H, tiling,
                        before=before_loop, stream=T)
         cache["rh"] = rh

@@ -154,7 +154,7 @@ def forward(params, x, state0=None, **options):
     hs = np.empty((T + 1, B, H), dtype)
     cs = np.empty((T + 1, B, H), dtype)
     hs[0], cs[0] = (0, 0) if state0 is None else state0
-    tiling = bptt.plan_tiles(B, H, 4 * H, T, H)
+    tiling = bptt.plan_tiles(B, H, 4 * H, T, H, ahead=True)
     bptt.run_tiles(_forward_tile, (gates, operand(W_hh.T, tiling.product), hs, cs), B, H, tiling,
                    before=before_loop, stream=T)
     cache = {"x": x, "gates": gates, "hs": hs, "cs": cs, "options": opts,

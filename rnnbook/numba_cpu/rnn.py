@@ -106,7 +106,7 @@ def forward(params, x, state0=None, **options):
     hs = np.empty((T + 1, B, H), dtype)
     hs[0] = 0 if state0 is None else state0[0]
     use_relu = opts["nonlinearity"] == "relu"
-    tiling = bptt.plan_tiles(B, H, H, T, H)
+    tiling = bptt.plan_tiles(B, H, H, T, H, ahead=True)
     bptt.run_tiles(_forward_tile, (pre, operand(W_hh.T, tiling.product), hs, use_relu), B, H, tiling,
                    before=before_loop, stream=T)
     cache = {"x": x, "hs": hs, "options": opts, "shape": (T, B, H), "dtype": dtype}
