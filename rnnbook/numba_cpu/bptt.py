@@ -34,9 +34,11 @@ Two choices are made per call, by :func:`plan_tiles` for the cells with tile ker
   a wake-up and a barrier every step: measured 2-8x slower, and erratic, on a
   shared 2-core machine where a descheduled thread stalls every barrier).
   The thread count is Numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``); the
-  threads and where they run are ``workers.py``'s.  One exception: on two threads, a
+  threads and where they run are ``workers.py``'s.  Two exceptions, both on two threads: a
   full-BPTT backward loop of up to :data:`BEHIND_ONE_BLOCK_MAX_MACS` per step stays one
-  block, and its gradient GEMMs run on the other thread while it runs (:func:`run_tiles`).
+  block, and its gradient GEMMs run on the other thread while it runs (:func:`run_tiles`);
+  a forward loop of one to four rows and a large ``W_hh`` splits its hidden units instead
+  (:data:`UNITS_AHEAD_MIN_MACS`, below).
 
 The GEMMs of phases 1 and 3 run on the same threads (:func:`on_threads`): rows of
 the product split over them, each part a single-threaded BLAS call.  OpenBLAS's own
@@ -46,7 +48,8 @@ each call, on the core that the recurrence's second row block needs next.
 Tiles: rows *or* hidden units on the threads.  Splitting rows needs at least two
 rows per thread.  With fewer rows (a single sequence: the latency regime) the
 cells of ``rnn``, ``lstm`` and ``gru`` can split the *hidden units* instead
-(:func:`run_tiles`, forced with :func:`split`): thread ``k`` owns units ``j0 .. j1-1``,
+(:func:`run_tiles`; the plan does so in a forward loop where ``W_hh`` is large, and
+:func:`split` forces it anywhere): thread ``k`` owns units ``j0 .. j1-1``,
 computes only their columns of every gate's product (its slice of ``W_hh`` stays
 in its own core's cache, step after step) and only their state update, then
 waits at a per-step barrier (``sync.arrive_and_wait``) because the next step's
@@ -267,8 +270,9 @@ def _gradients_behind(B: int, K: int, N: int, T: int) -> bool:
 #: own core's L2, and the reading is what a single row's step costs: a whole ``W_hh`` of 1 MB
 #: (LSTM H=256, float32) does not even fit one core's L2 (1 MB on the development VM).  Below it
 #: the barrier (~0.3-0.4 µs a step) and the lost overlap with the projection cost more.
-#: Measured on the development VM (``benchmarks/units_ahead.py``: forward pass, float32, B=1
-#: T=512, two unit blocks on panels against the plan before, interleaved, 12 rounds): RNN H=128
+#: Measured on the development VM (forward pass, float32, B=1 T=512, two unit blocks on panels
+#: against the plan before, interleaved, 12 rounds; ``benchmarks/units_ahead.py`` times the
+#: plan's own choice with the split and without): RNN H=128
 #: (K·N = 2^14) 1.29, H=192 1.00; GRU H=128 (1.5·2^15) 0.94; LSTM H=128 (2^16) 0.98, RNN H=256
 #: (2^16) 0.84; LSTM/GRU/RNN H=192..512 0.52-0.98 (LSTM H=256 24.3 -> 12.6 µs/step, GRU H=512
 #: 46.1 -> 34.6); float64 from H=64 on (0.62-0.80).  The backward loop keeps one block with the
