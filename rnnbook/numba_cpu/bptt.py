@@ -218,7 +218,7 @@ def plan_tiles(B: int, K: int, N: int, T: int, H: int, behind: bool = False, ahe
         row_blocks, unit_blocks = 1, max(1, min(H, blocks or numba.get_num_threads()))
     elif behind and _gradients_behind(B, K, N, T):
         row_blocks, unit_blocks = 1, 1
-    elif ahead and _units_ahead(B, K, N, T, H):
+    elif ahead and _units_ahead(B, K, N, T):
         row_blocks, unit_blocks = 1, 2
     else:
         row_blocks, unit_blocks = _row_blocks(B, K, N, T), 1
@@ -272,10 +272,10 @@ def _gradients_behind(B: int, K: int, N: int, T: int) -> bool:
 #: the barrier (~0.3-0.4 µs a step) and the lost overlap with the projection cost more.
 #: Measured on the development VM (forward pass, float32, B=1 T=512, two unit blocks on panels
 #: against the plan before, interleaved, 12 rounds; ``benchmarks/units_ahead.py`` times the
-#: plan's own choice with the split and without): RNN H=128
-#: (K·N = 2^14) 1.29, H=192 1.00; GRU H=128 (1.5·2^15) 0.94; LSTM H=128 (2^16) 0.98, RNN H=256
-#: (2^16) 0.84; LSTM/GRU/RNN H=192..512 0.52-0.98 (LSTM H=256 24.3 -> 12.6 µs/step, GRU H=512
-#: 46.1 -> 34.6); float64 from H=64 on (0.62-0.80).  The backward loop keeps one block with the
+#: plan's own choice with the split and without): RNN H=128 (K·N = 2^14) 1.29, H=192 1.00;
+#: GRU H=128 (1.5·2^15) 0.94; LSTM H=128 (2^16) 0.98, RNN H=256 (2^16) 0.84; LSTM/GRU/RNN
+#: H=192..512 0.52-0.98 (LSTM H=256 24.3 -> 12.6 µs/step, GRU H=512 46.1 -> 34.6); float64
+#: from H=64 on (0.62-0.80).  The backward loop keeps one block with the
 #: gradients beside it: two unit blocks there lose that overlap (B=1 H=256 T=512, backward
 #: µs/step: RNN 4.2 -> 4.8, GRU 13.3 -> 13.8, LSTM 16.7 -> 15.8).
 UNITS_AHEAD_MIN_MACS = 1 << 16
@@ -289,14 +289,14 @@ UNITS_AHEAD_ROWS_MIN_MACS = 1 << 18
 UNITS_AHEAD_MAX_ROWS = 4
 
 
-def _units_ahead(B: int, K: int, N: int, T: int, H: int) -> bool:
+def _units_ahead(B: int, K: int, N: int, T: int) -> bool:
     """Whether a forward loop splits its hidden units over two threads
     (:data:`UNITS_AHEAD_MIN_MACS`): on exactly two threads (with more, unmeasured), a product
-    large enough for its rows, at least 16 units a block (whole SIMD vectors), and a sequence
-    with enough work to pay the hand-off (:data:`MIN_MACS_FOR_THREADS`)."""
+    large enough for its rows, and a sequence with enough work to pay the hand-off
+    (:data:`MIN_MACS_FOR_THREADS`)."""
     least = UNITS_AHEAD_MIN_MACS if B == 1 else UNITS_AHEAD_ROWS_MIN_MACS
     return (numba.get_num_threads() == 2 and B <= UNITS_AHEAD_MAX_ROWS and K * N >= least
-            and H >= 32 and T * B * K * N >= MIN_MACS_FOR_THREADS)
+            and T * B * K * N >= MIN_MACS_FOR_THREADS)
 
 
 def unit_bounds(H: int, n: int) -> list[tuple[int, int]]:
