@@ -18,9 +18,10 @@ and in how many pairs the split was faster.  With ``--step`` it times the traini
 the forward's.
 """
 import argparse
+import contextlib
 import time
 
-from arguments import interleaved, random_problem, single_sequence_arguments  # beside this script
+from arguments import GATES, interleaved, random_problem, single_sequence_arguments  # beside this script
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--step", action="store_true", help="time the training step, not only the forward pass")
@@ -32,31 +33,33 @@ import rnnbook as rb  # noqa: E402
 from rnnbook.numba_cpu import bptt  # noqa: E402
 
 MODES = ("split", "unsplit")
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+@contextlib.contextmanager
+def split_allowed(mode):
+    """Inside the block the plan may split units (``split``) or may not (``unsplit``)."""
+    saved = bptt.UNITS_AHEAD_MAX_ROWS
+    bptt.UNITS_AHEAD_MAX_ROWS = saved if mode == "split" else 0
+    try:
+        yield
+    finally:
+        bptt.UNITS_AHEAD_MAX_ROWS = saved
 
 
 def timed(mode, cell, params, x, dy):
     """Seconds of one forward pass (or training step) with the units split allowed or not."""
-    saved = bptt.UNITS_AHEAD_MAX_ROWS
-    bptt.UNITS_AHEAD_MAX_ROWS = saved if mode == "split" else 0
-    try:
+    with split_allowed(mode):
         t0 = time.perf_counter()
         _, _, cache = rb.forward(cell, params, x, backend="numba")
         if args.step:
             rb.backward(cell, params, cache, dy)
         return time.perf_counter() - t0
-    finally:
-        bptt.UNITS_AHEAD_MAX_ROWS = saved
 
 
 def tiling(mode, cell, H):
     """The forward loop's tiling ``rows×units product`` under ``mode``."""
-    saved = bptt.UNITS_AHEAD_MAX_ROWS
-    bptt.UNITS_AHEAD_MAX_ROWS = saved if mode == "split" else 0
-    try:
+    with split_allowed(mode):
         t = bptt.plan_tiles(args.B, H, GATES[cell] * H, args.T, H, ahead=True)
-    finally:
-        bptt.UNITS_AHEAD_MAX_ROWS = saved
     return f"{t.row_blocks}×{t.unit_blocks} {('loops', 'blas', 'panels')[t.product]}"
 
 

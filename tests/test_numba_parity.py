@@ -34,10 +34,13 @@ def rel_error(a, b):
     return diff / scale if scale > 0 else diff
 
 
-def random_problem(arch, opts, T, B, D, H, dtype, seed):
+def random_problem(arch, opts, T, B, D, H, dtype, seed, weight_noise=0.3):
+    """Parameters of ``init_params`` with noise on every entry (``weight_noise`` on the weights,
+    0.3 on the biases), inputs, initial states and the errors to inject."""
     rng = np.random.default_rng(seed)
     params = rb.init_params(arch, D, H, seed=seed, dtype=dtype, **opts)
-    params = {k: (v + 0.3 * rng.standard_normal(v.shape)).astype(dtype) for k, v in params.items()}
+    params = {k: (v + (0.3 if k.startswith("b") else weight_noise) * rng.standard_normal(v.shape)).astype(dtype)
+              for k, v in params.items()}
     n_state = 2 if arch == "lstm" else 1
     x = rng.standard_normal((T, B, D)).astype(dtype)
     state0 = tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(n_state))
@@ -46,8 +49,9 @@ def random_problem(arch, opts, T, B, D, H, dtype, seed):
     return params, x, state0, dy, dstate
 
 
-def compare(arch, opts, T, B, D, H, dtype, strategy, window, seed=0, use_state=True, split=("auto", None)):
-    params, x, state0, dy, dstate = random_problem(arch, opts, T, B, D, H, dtype, seed)
+def compare(arch, opts, T, B, D, H, dtype, strategy, window, seed=0, use_state=True, split=("auto", None),
+            weight_noise=0.3):
+    params, x, state0, dy, dstate = random_problem(arch, opts, T, B, D, H, dtype, seed, weight_noise)
     if not use_state:
         state0 = dstate = None
     y0, s0, c0 = rb.forward(arch, params, x, state0, backend="numpy", **opts)

@@ -12,8 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 numba = pytest.importorskip("numba")
 from rnnbook.numba_cpu import bptt, sync  # noqa: E402
-import rnnbook as rb  # noqa: E402
-from test_numba_parity import CELLS, TOL, poison_empty, rel_error  # noqa: E402
+from test_numba_parity import CELLS, compare, poison_empty  # noqa: E402
 
 
 @given(H=st.integers(1, 600), n=st.integers(1, 8))
@@ -128,34 +127,20 @@ def test_plan_tiles_splits_the_units_of_a_forward_loop_of_few_rows(monkeypatch):
 @pytest.mark.parametrize("arch,opts", CELLS)
 def test_a_forward_loop_with_its_units_split_by_the_plan_matches_the_reference(arch, opts, B, dtype, monkeypatch):
     """Unforced, on two threads: the smallest ``H`` (a multiple of 16) at which the plan splits
-    a forward loop's units gives the reference's outputs, final states and gradients.  The
-    weights keep their initial scale (noise of ``0.1/√H`` on every entry, ``0.3`` on the
-    biases): at this ``H`` and length, ``test_numba_parity``'s noise of 0.3 on every weight
-    makes the recurrence chaotic, and the two backends' rounding grows apart whatever the split."""
+    a forward loop's units gives the reference's outputs, final states and gradients
+    (``test_numba_parity.compare``).  The weights keep their initial scale (noise of ``0.1/√H``
+    on every entry, ``0.3`` on the biases): at this ``H`` and length, the parity tests' noise of
+    0.3 on every weight makes the recurrence chaotic, and the two backends' rounding grows
+    apart whatever the split."""
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     gates = {"rnn": 1, "gru": 3, "lstm": 4}[arch]
     least = bptt.UNITS_AHEAD_MIN_MACS if B == 1 else bptt.UNITS_AHEAD_ROWS_MIN_MACS
     H = 16 * -(-int(np.ceil(np.sqrt(least / gates))) // 16)
-    T, D = -(-bptt.MIN_MACS_FOR_THREADS // (B * gates * H * H)), 24
-    rng = np.random.default_rng(B + 7 * H)
-    params = {k: (v + (0.3 if k.startswith("b") else 0.1 / np.sqrt(H)) * rng.standard_normal(v.shape)).astype(dtype)
-              for k, v in rb.init_params(arch, D, H, seed=H, dtype=dtype, **opts).items()}
-    x = rng.standard_normal((T, B, D)).astype(dtype)
-    state0 = tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(2 if arch == "lstm" else 1))
-    dy = rng.standard_normal((T, B, H)).astype(dtype)
-    dstate = tuple(rng.standard_normal((B, H)).astype(dtype) for _ in state0)
-    tilings, out = [], []
+    T = -(-bptt.MIN_MACS_FOR_THREADS // (B * gates * H * H))
+    tilings = []
     monkeypatch.setattr(bptt, "plan_tiles", lambda *a, real=bptt.plan_tiles, **k: tilings.append(real(*a, **k)) or tilings[-1])
-    for backend in ("numpy", "numba"):
-        y, state, cache = rb.forward(arch, params, x, state0, backend=backend, **opts)
-        out.append((y, state, rb.backward(arch, params, cache, dy, dstate)))
+    compare(arch, opts, T, B, 24, H, dtype, "auto", None, seed=B + 7 * H, weight_noise=0.1 / np.sqrt(H))
     assert [t.unit_blocks for t in tilings] == [2, 1], tilings        # the forward split, the backward not
-    (y0, s0, g0), (y1, s1, g1) = out
-    assert rel_error(y1, y0) <= TOL[dtype]
-    assert all(rel_error(a, b) <= TOL[dtype] for a, b in zip(s1, s0))
-    for k in list(params) + ["x"]:
-        assert rel_error(g1[k], g0[k]) <= TOL[dtype], k
-    assert all(rel_error(a, b) <= TOL[dtype] for a, b in zip(g1["state0"], g0["state0"]))
 
 
 @numba.njit(nogil=True)
