@@ -1014,7 +1014,7 @@ def revisits(chains, c, t):
     :func:`chain_schedule` lists chains ``(s, lo)`` by increasing start ``s`` with
     non-decreasing ``lo`` (full BPTT is the single chain ``(T-1, 0)``), so chain ``c``
     revisits step ``t`` exactly when the chain before it started at or above ``t``.
-    The first visit stores (``gemm.put_units``), a revisit adds.  Every step has a first
+    The first visit stores (``units.put_units``), a revisit adds.  Every step has a first
     visit (chain ``s`` starts at step ``s``), so the tile kernels' gate-gradient arrays are
     allocated with ``np.empty``: zeroing them would be a pass over ``T·B·G·H`` numbers for
     nothing.  (The row kernels of scrn, leaky and the LSTM variants add into ``np.zeros``.)

@@ -617,29 +617,8 @@ def copy_matrix(M, out):
                out.ctypes.data, rows)
 
 
-# Row helpers written as loops: array expressions (``a[:] = b``, ``a += b``) would compile
-# NumPy's broadcasting machinery into every kernel, which costs seconds of compile time.
-@njit(inline="always")
-def copy(dst, src):
-    for j in range(dst.shape[0]):
-        dst[j] = src[j]
-
-
-@njit(inline="always")
-def add(dst, src):
-    for j in range(dst.shape[0]):
-        dst[j] += src[j]
-
-
-@njit(inline="always")
-def fill(dst, value):
-    for j in range(dst.shape[0]):
-        dst[j] = value
-
-
-
 # Gate blocks: a cell with G gates keeps rows of G·H values, [gate 0 | gate 1 | ...], and a
-# tile owns units j0 .. j1-1 of each block.  These run a row helper over the tile's part.
+# tile owns units j0 .. j1-1 of each block (the row helpers over them: units.py).
 @njit(inline="always", **KERNEL_OPTIONS)
 def matmul_gates(A, M, C, r0, r1, j0, j1, H, q0, q1, product, descending):
     """``C[r, q·H + j] += (A[r] @ M)[q·H + j]`` for units ``j0 <= j < j1`` of gate blocks
@@ -651,32 +630,3 @@ def matmul_gates(A, M, C, r0, r1, j0, j1, H, q0, q1, product, descending):
         c0 = q * H + j0
         # one call site: every extra call of matmul_tile costs its own compilation
         matmul_tile(A, M, C, r0, r1, c0, c0 + span, product, descending)
-
-
-@njit(inline="always")
-def put_units(dst, src, j0, j1, n_blocks, accumulate):
-    """``dst[q·H + j] = src[q·H + j]`` (or ``+=`` with ``accumulate``) for units ``j0 <= j < j1``
-    of each of ``n_blocks`` blocks of ``H = len(dst) / n_blocks``.
-
-    Plain index loops, no slices: each slice costs compile time, and these run at every
-    call site of every tile kernel.  The backward kernels also use it to collect each
-    step's gate gradients into a fresh ``(T, B, G·H)`` array: the first chain to reach a
-    step *stores* (only BPTT(k)'s later chains add), because reading fresh pages before
-    writing them costs two page faults per page (map the zero page, then copy it) where a
-    store costs one -- at B=32, H=64 those faults cost more than the step's product.
-    """
-    H = dst.shape[0] // n_blocks
-    for q in range(n_blocks):
-        if accumulate:
-            for j in range(q * H + j0, q * H + j1):
-                dst[j] += src[j]
-        else:
-            for j in range(q * H + j0, q * H + j1):
-                dst[j] = src[j]
-
-
-@njit(inline="always")
-def fill_units(dst, value, j0, j1):
-    """``dst[j] = value`` for ``j0 <= j < j1``."""
-    for j in range(j0, j1):
-        dst[j] = value

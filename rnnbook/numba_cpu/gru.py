@@ -50,8 +50,9 @@ from ..numpy_ref import gru as _spec
 from . import bptt
 from .bptt import revisits
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
-from .gemm import fill_units, matmul_gates, matmul_tile, operand, put_units
+from .gemm import matmul_gates, matmul_tile, operand
 from .sync import arrive_and_wait, threads_of, wait_for_inputs
+from .units import fill_units, put_units
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
 param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params
@@ -121,7 +122,7 @@ def _backward_after_tile(acts, ghn, hs, W_hh, dy, dstate_h, chains, inject_all,
     only their ``dgh_n = da_n ⊙ r`` (the r, z columns of ``dgh`` are those of ``dgi``, see the
     module docstring).  The first chain to reach step t writes its ``dgi`` straight into
     ``dGI[t]`` and stores ``dgh_n``; a later one writes ``dgi`` into the per-step scratch
-    ``dgi (B, 3H)`` and adds both (``gemm.put_units``).  ``dgh (2, B, 3H)``, the operand of
+    ``dgi (B, 3H)`` and adds both (``units.put_units``).  ``dgh (2, B, 3H)``, the operand of
     the product, is double-buffered as ``dz`` is in ``lstm._backward_tile``.
     """
     T = dy.shape[0]

@@ -36,8 +36,9 @@ from ..numpy_ref import lstm as _spec
 from . import bptt
 from .bptt import revisits
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
-from .gemm import add, copy, fill, fill_units, matmul_gates, matmul_rows, matmul_tile, operand, put_units
+from .gemm import matmul_gates, matmul_rows, matmul_tile, operand
 from .sync import arrive_and_wait, threads_of, wait_for_inputs
+from .units import add, copy, fill, fill_units, put_units
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
 param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params
@@ -107,7 +108,7 @@ def _backward_tile(gates, hs, cs, W_hh, dy, dstate_h, dstate_c, chains, inject_a
 
     The first chain to reach step t writes its gate gradients straight into ``dZ[t]`` and
     the product reads them there.  A later chain (BPTT(k) only) writes them into ``dz``
-    and adds them into ``dZ[t]`` (``gemm.put_units``): its product needs its own ``dz_t``,
+    and adds them into ``dZ[t]`` (``units.put_units``): its product needs its own ``dz_t``,
     not the sum.  ``dz (2, B, 4H)`` is double-buffered: with unit blocks, the product at
     step t reads every thread's ``dz_t`` while a faster thread may already write ``dz_{t-1}``.
     """

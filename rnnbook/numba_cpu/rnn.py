@@ -26,8 +26,9 @@ from ..numpy_ref import rnn as _spec
 from . import bptt
 from .bptt import revisits
 from .functions import KERNEL_OPTIONS, drelu_from_output, dtanh_from_output, relu, tanh
-from .gemm import fill_units, matmul_tile, operand, put_units
+from .gemm import matmul_tile, operand
 from .sync import arrive_and_wait, threads_of, wait_for_inputs
+from .units import fill_units, put_units
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
 param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params

@@ -48,7 +48,8 @@ from ..checks import check_backward_call, check_forward_call
 from ..numpy_ref import scrn as _spec
 from . import bptt
 from .functions import KERNEL_OPTIONS, dsigmoid_from_output, dtanh_from_output, sigmoid, tanh
-from .gemm import add, copy, fill, matmul_rows, operand
+from .gemm import matmul_rows, operand
+from .units import add, copy, fill
 
 NAME, OPTIONS, STATE_NAMES = _spec.NAME, _spec.OPTIONS, _spec.STATE_NAMES
 param_shapes, hidden_size, init_params = _spec.param_shapes, _spec.hidden_size, _spec.init_params
