@@ -6,11 +6,12 @@ sequence's array, a row cleared before the next product adds into it.  A cell wi
 gates keeps rows of ``G·H`` values, ``[gate 0 | gate 1 | ...]``, and a tile owns units
 ``j0 .. j1-1`` of each block::
 
-    put_units(dst, src, j0, j1, G, accumulate):  dst[q·H + j] (+)= src[q·H + j]   H = len(dst) / G
-    fill_units(dst, value, j0, j1):              dst[j] = value
-    copy(dst, src), add(dst, src), fill(dst, value):   the same over the whole row
+    put_units(dst, src, j0, j1, n_blocks, accumulate):  dst[q·H + j] (+)= src[q·H + j]
+    fill_units(dst, value, j0, j1):                     dst[j] = value
+    copy(dst, src), add(dst, src), fill(dst, value):    the same over the whole row
 
-for ``0 <= q < G`` and ``j0 <= j < j1``.  ``dst`` and ``src`` are contiguous 1-D rows of
+for ``0 <= q < n_blocks`` (``G``, or 1 for a row of ``H``), ``H = len(dst) / n_blocks`` and
+``j0 <= j < j1``.  ``dst`` and ``src`` are contiguous 1-D rows of
 one dtype (float32 or float64).
 
 **Why they are written in LLVM IR.**  As compiled Python loops (``@njit(inline="always")``)
