@@ -129,7 +129,7 @@ def put_units(typingctx, dst, src, j0, j1, n_blocks, accumulate):
     """``dst[q·H + j] = src[q·H + j]`` (or ``+=`` where ``accumulate`` is true) for units
     ``j0 <= j < j1`` of each of ``n_blocks`` blocks of ``H = len(dst) / n_blocks``
     (compiled code only)."""
-    if not (_row(dst, mutable=True) and _row(src) and src.dtype == dst.dtype):
+    if not _rows_of_one_dtype(dst, src):
         return None
 
     def codegen(context, builder, sig, args):
@@ -153,26 +153,30 @@ def fill_units(typingctx, dst, value, j0, j1):
     return types.void(dst, value, j0, j1), codegen
 
 
+def _rows_of_one_dtype(dst, src):
+    """Whether ``dst`` (written) and ``src`` (read) are rows of one dtype (:func:`_row`)."""
+    return _row(dst, mutable=True) and _row(src) and src.dtype == dst.dtype
+
+
+def _whole_row(mode):
+    """The lowering of ``copy`` (``STORE``) or ``add`` (``ADD``): ``src`` into all of ``dst``."""
+    def codegen(context, builder, sig, args):
+        return _emit(context, builder, sig, args, src=(sig.args[1], args[1]), mode=mode)
+    return codegen
+
+
 @intrinsic
 def copy(typingctx, dst, src):
     """``dst[j] = src[j]`` for every ``j`` of ``dst`` (compiled code only)."""
-    if not (_row(dst, mutable=True) and _row(src) and src.dtype == dst.dtype):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return _emit(context, builder, sig, args, src=(sig.args[1], args[1]), mode=STORE)
-    return types.void(dst, src), codegen
+    if _rows_of_one_dtype(dst, src):
+        return types.void(dst, src), _whole_row(STORE)
 
 
 @intrinsic
 def add(typingctx, dst, src):
     """``dst[j] += src[j]`` for every ``j`` of ``dst`` (compiled code only)."""
-    if not (_row(dst, mutable=True) and _row(src) and src.dtype == dst.dtype):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return _emit(context, builder, sig, args, src=(sig.args[1], args[1]), mode=ADD)
-    return types.void(dst, src), codegen
+    if _rows_of_one_dtype(dst, src):
+        return types.void(dst, src), _whole_row(ADD)
 
 
 @intrinsic
