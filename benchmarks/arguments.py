@@ -31,14 +31,15 @@ def use_threads(n: int) -> None:
 
 
 def single_sequence_arguments(ap: argparse.ArgumentParser, H: list[int], rounds: int, B: int = 1,
-                              T: int = 1024) -> argparse.Namespace:
+                              T: int | list[int] = 1024) -> argparse.Namespace:
     """Parse the options of the scripts that compare two settings of the Numba backend on single
     sequences or small batches (``--cells``, ``--H``, ``--B``, ``--T``, ``--rounds``,
-    ``--threads``; defaults as given, two threads), then :func:`use_threads`."""
+    ``--threads``; defaults as given, two threads), then :func:`use_threads`.  ``T`` given as a
+    list makes ``--T`` take several lengths."""
     ap.add_argument("--cells", nargs="+", choices=["lstm", "gru", "rnn"], default=["lstm", "gru", "rnn"])
     ap.add_argument("--H", type=positive, nargs="+", default=H)
     ap.add_argument("--B", type=positive, default=B)
-    ap.add_argument("--T", type=positive, default=T)
+    ap.add_argument("--T", type=positive, default=T, nargs="+" if isinstance(T, list) else None)
     ap.add_argument("--rounds", type=positive, default=rounds)
     ap.add_argument("--threads", type=positive, default=2)
     args = ap.parse_args()

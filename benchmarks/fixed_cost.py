@@ -21,19 +21,13 @@ shows as residuals, which are printed with it.
 """
 import argparse
 
-from arguments import interleaved, positive, random_problem, training_step, use_threads  # beside this script
+from arguments import interleaved, random_problem, single_sequence_arguments, training_step  # beside this script
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-ap.add_argument("--cells", nargs="+", choices=["lstm", "gru", "rnn"], default=["lstm", "gru", "rnn"])
-ap.add_argument("--H", type=positive, nargs="+", default=[64])
-ap.add_argument("--B", type=positive, default=1)
-ap.add_argument("--T", type=positive, nargs="+", default=[512, 1024, 2048])
-ap.add_argument("--rounds", type=positive, default=40)
-ap.add_argument("--threads", type=positive, default=2)
-args = ap.parse_args()
-if len(set(args.T)) < 2:
+args = single_sequence_arguments(ap, H=[64], rounds=40, T=[512, 1024, 2048])
+Ts = sorted(set(args.T))
+if len(Ts) < 2:
     ap.error("--T needs at least two different lengths to fit a line")
-use_threads(args.threads)
 
 import numpy as np  # noqa: E402  (after use_threads: OpenBLAS reads its thread count on loading)
 
@@ -48,9 +42,8 @@ print(f"float32, B={args.B}, {args.threads} threads, {args.rounds} interleaved r
       f"per call; fit a + b·T (a: µs per call, b: µs per step)")
 for cell in args.cells:
     for H in args.H:
-        problems = {T: random_problem(cell, H, T, args.B) for T in args.T}
-        times = interleaved(args.rounds, tuple(args.T), lambda T: training_step(cell, *problems[T]))
-        Ts = sorted(args.T)
+        problems = {T: random_problem(cell, H, T, args.B) for T in Ts}
+        times = interleaved(args.rounds, tuple(Ts), lambda T: training_step(cell, *problems[T]))
         forward = np.array([np.median([t[0] for t in times[T]]) for T in Ts]) * 1e6
         step = np.array([np.median([t[1] for t in times[T]]) for T in Ts]) * 1e6
         print(f"{cell} H={H}: " + ", ".join(f"T={T} step {s:.0f} (forward {f:.0f})"
