@@ -47,16 +47,17 @@ def single_sequence_arguments(ap: argparse.ArgumentParser, H: list[int], rounds:
     return args
 
 
-def random_problem(cell: str, H: int, T: int, B: int):
-    """``(params, x, dy)`` in float32 for ``cell`` with ``D = H``, seeded by ``H``: the weights
+def random_problem(cell: str, H: int, T: int, B: int, D: int | None = None):
+    """``(params, x, dy)`` in float32 for ``cell`` with ``D`` inputs (``H`` if not given), seeded by ``H``: the weights
     of ``init_params`` with noise added to every entry (biases included)."""
     import numpy as np
 
     import rnnbook as rb
     rng = np.random.default_rng(H)
-    params = rb.init_params(cell, H, H, dtype=np.float32, seed=H)
+    D = H if D is None else D
+    params = rb.init_params(cell, D, H, dtype=np.float32, seed=H)
     params = {k: (v + 0.1 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in params.items()}
-    x = rng.standard_normal((T, B, H)).astype(np.float32)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
     dy = rng.standard_normal((T, B, H)).astype(np.float32)
     return params, x, dy
 

@@ -3,6 +3,7 @@
     python benchmarks/step_paired.py d6bf7d8 --cells lstm gru --H 64         # that commit against the working tree
     python benchmarks/step_paired.py HEAD --H 64 --old-strategy auto --new-strategy panels
     python benchmarks/step_paired.py HEAD --cells lstm --H 128 --B 8 --rounds 40
+    python benchmarks/step_paired.py HEAD --cells gru --B 32 --T 64 --D 32 --H 64   # the GRU loop's shape
 
 This machine's speed drifts by a third within minutes, so two versions timed in separate
 runs differ by more than most changes do.  Here both are in one process: ``rb_old`` is
@@ -28,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from arguments import interleaved, random_problem, single_sequence_arguments, split_argument  # beside this script
+from arguments import interleaved, positive, random_problem, single_sequence_arguments, split_argument  # beside this script
 from compile_paired import paired_packages
 
 STRATEGIES = ("auto", "loops", "blas", "panels")
@@ -38,6 +39,7 @@ ap.add_argument("--old-strategy", choices=STRATEGIES, default="auto")
 ap.add_argument("--new-strategy", choices=STRATEGIES, default="auto")
 ap.add_argument("--old-split", type=split_argument, default=("auto", None))
 ap.add_argument("--new-split", type=split_argument, default=("auto", None))
+ap.add_argument("--D", type=positive, default=None, help="inputs per step (default: H)")
 args = single_sequence_arguments(ap, H=[64], rounds=80)
 
 VERSIONS = ("rb_old", "rb_new")
@@ -62,10 +64,10 @@ with tempfile.TemporaryDirectory() as work:
     rb = {v: importlib.import_module(v) for v in VERSIONS}
     bptt = {v: importlib.import_module(v + ".numba_cpu.bptt") for v in VERSIONS}
     print(f"training step, µs/step: {args.old} ({args.old_strategy}, split {args.old_split}) against the "
-          f"working tree ({args.new_strategy}, split {args.new_split}), B={args.B} T={args.T} float32, {args.threads} threads, {args.rounds} rounds")
+          f"working tree ({args.new_strategy}, split {args.new_split}), B={args.B} T={args.T} D={args.D or 'H'} float32, {args.threads} threads, {args.rounds} rounds")
     for cell in args.cells:
         for H in args.H:
-            problem = random_problem(cell, H, args.T, args.B)
+            problem = random_problem(cell, H, args.T, args.B, args.D)
             times = interleaved(args.rounds, VERSIONS,
                                 lambda v: timed_step(rb[v], bptt[v], STRATEGY[v], SPLIT[v], cell, *problem), calls=3)
             old, new = (np.array(times[v]) / args.T * 1e6 for v in VERSIONS)

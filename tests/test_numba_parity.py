@@ -136,7 +136,8 @@ def test_gate_gradient_buffers_need_no_zeroing(monkeypatch):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_threaded_row_blocks_are_used_and_agree(monkeypatch, strategy):
-    """With two threads and B >= 4 the batch is split into row blocks; results equal one thread's."""
+    """With two threads and B >= 4 the batch is split into row blocks; results equal one thread's
+    (outputs bit for bit, except on the panels, where the input projection takes another route)."""
     import numba
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs NUMBA_NUM_THREADS >= 2")
@@ -160,7 +161,10 @@ def test_threaded_row_blocks_are_used_and_agree(monkeypatch, strategy):
             g1 = rb.backward("lstm", params, c1, dy, dstate)
     finally:
         numba.set_num_threads(old)
-    np.testing.assert_array_equal(y1, y2)
+    if strategy == "panels":   # row blocks on panels compute their input projection on the panels
+        np.testing.assert_allclose(y1, y2, rtol=1e-12, atol=1e-14)   # (bptt._own_inputs), one block
+    else:                      # through BLAS: the same sums, but in an order BLAS chooses
+        np.testing.assert_array_equal(y1, y2)
     for k in ("W_ih", "W_hh", "b", "x"):
         np.testing.assert_allclose(g1[k], g2[k], rtol=1e-12, atol=1e-14)
 

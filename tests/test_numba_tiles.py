@@ -549,3 +549,49 @@ def test_single_threaded_blas_survives_an_error_and_counts_without_openblas(two_
         with gemm.single_threaded_blas():
             assert gemm._blas_mine.depth == 2 and gemm._blas_holders == 0 and get() == 2
     assert gemm._blas_mine.depth == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(T=st.integers(1, 6), B=st.integers(1, 20), D=st.integers(1, 40), N=st.integers(1, 70),
+       dtype=st.sampled_from([np.float32, np.float64]), with_bias=st.booleans(),
+       product=st.sampled_from(["loops", "blas", "panels"]), cut=st.integers(0, 20), seed=st.integers(0, 2**16))
+def test_input_projection_by_batch_rows_matches_numpy(T, B, D, N, dtype, with_bias, product, cut, seed):
+    """``Product.batch_rows`` of ``input_projection``: two row blocks ``0 .. cut`` and ``cut .. B``
+    (an empty one included), each computing its rows of every step through the given product
+    (``gemm.project_rows``), fill exactly the projection ``X W^T + b``, against NumPy in float64."""
+    kind = {"loops": bptt.gemm.LOOPS, "blas": bptt.gemm.BLAS, "panels": bptt.gemm.PANELS}[product]
+    if kind == bptt.gemm.BLAS and not bptt.gemm.HAVE_BLAS:
+        kind = bptt.gemm.LOOPS
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    W, b = rng.standard_normal((N, D)).astype(dtype), rng.standard_normal(N).astype(dtype)
+    with bptt.deferred() as jobs:                    # recorded, not run: the result is still empty
+        got = bptt.input_projection(x, W, b if with_bias else None)
+    got[...] = np.nan                                # so that a row no block writes shows
+    (job,) = jobs
+    rows = job.batch_rows(kind)
+    cut = min(cut, B)
+    rows(cut, B)
+    rows(0, cut)
+    ref = x.astype(np.float64) @ W.T.astype(np.float64) + (b if with_bias else 0)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    assert got.shape == (T, B, N) and got.dtype == dtype
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("arch,opts", CELLS)
+def test_row_blocks_on_panels_compute_their_own_input_rows(arch, opts, dtype, monkeypatch):
+    """A forward loop on row blocks through the panels: each block computes its own batch rows of
+    the input projection (``bptt._own_inputs``), once, and the whole step matches the reference.
+    On plain loops or BLAS the projection runs whole before the loop instead."""
+    calls = []
+    real = bptt.gemm.project_rows
+    monkeypatch.setattr(bptt.gemm, "project_rows", lambda *a: calls.append((a[4], a[5], a[6])) or real(*a))
+    compare(arch, opts, 6, 11, 7, 9, dtype, "panels", None, seed=3, split=("rows", 2))
+    assert sorted(calls) == [(0, 5, bptt.gemm.PANELS), (5, 11, bptt.gemm.PANELS)]   # the forward's two blocks
+    calls.clear()
+    compare(arch, opts, 6, 11, 7, 9, dtype, "loops", None, seed=4, split=("rows", 2))
+    assert calls == []
+    compare(arch, opts, 6, 11, 7, 9, dtype, "panels", None, seed=5, split=("units", 2))
+    assert calls == []                               # unit blocks all read every row

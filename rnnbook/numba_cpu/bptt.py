@@ -340,6 +340,9 @@ def run_tiles(kernel, args, B: int, H: int, tiling: Tiling, before=None, then=No
     * ``then``: a full-BPTT backward kernel (one chain, from step ``T-1`` down) whose barrier
       count reaches ``barriers_per_step · (T - t)`` once its gate gradients at step ``t`` are
       stored; the helper follows it (:func:`_gradients_alongside`).
+
+    When the loop runs on several row blocks through the packed panels, each block computes
+    its own rows of the input projection first, on its own thread (:func:`_own_inputs`).
     """
     with gemm.single_threaded_blas():    # one block for all: the parts' own ones nest (a count)
         if before and stream and _streams(tiling, before, ahead=True):
@@ -348,7 +351,9 @@ def run_tiles(kernel, args, B: int, H: int, tiling: Tiling, before=None, then=No
             _gradients_alongside(kernel, args, B, H, tiling, then, stream, barriers_per_step)
             return
         else:
-            if before:
+            if before and _own_inputs(tiling, before):
+                kernel = _with_own_inputs(kernel, [job.batch_rows(tiling.product) for job in before])
+            elif before:
                 _run_jobs(before)
             units = unit_bounds(H, tiling.unit_blocks)
             flags = sync.new_flags(len(units))
@@ -386,6 +391,37 @@ BEHIND_MIN_MACS = 1 << 22
 #: rows (``steps · B``) per block of steps handed to the thread alongside the loop: enough for
 #: BLAS to run near its speed, few enough that the last block, left after the loop, is short
 STREAM_BLOCK_ROWS = 128
+
+
+def _own_inputs(tiling: Tiling, before) -> bool:
+    """Whether each row block of the loop computes its own rows of the input projection
+    (``Product.batch_rows``, :func:`_with_own_inputs`) instead of all threads computing all of
+    it before the loop (:func:`_run_jobs`): when the loop runs on several row blocks through the
+    packed panels (at least :data:`PANEL_MIN_ROWS` rows each, unless forced).
+
+    Each block's rows of ``G`` are then written by the core that reads them, a step at a time
+    (the bias, then the product, while the rows are in L1), and the loop starts without a
+    hand-off of its own.  Measured on the development VM (AMD, 2 vCPUs), training step
+    interleaved in one process (``benchmarks/step_paired.py``), new/old: the GRU loop (B=32
+    T=64 D=32 H=64) forward 0.88, step 0.95; RNN at that shape 0.93 and 0.97, where the
+    projection had been under :data:`GEMM_MIN_MACS_FOR_THREADS` and ran on one thread; B=32
+    T=256 H=256 forward 0.96-0.98.  A loop on BLAS or plain loops (row blocks of fewer rows)
+    keeps the one projection before it: there the per-step products would be calls of a few
+    rows each.
+    """
+    return (tiling.row_blocks > 1 and tiling.unit_blocks == 1 and tiling.product == gemm.PANELS
+            and all(job.batch_rows is not None for job in before))
+
+
+def _with_own_inputs(kernel, projections):
+    """``kernel`` as a row block's job that first computes its rows of every step of the
+    input projections (each ``rows(r0, r1)``, from ``Product.batch_rows``)."""
+    def block(*job):
+        *_, r0, r1, j0, j1, product, flags, me = job
+        for rows in projections:
+            rows(r0, r1)
+        kernel(*job)
+    return block
 
 
 def leaves_a_thread(tiling: Tiling, ahead: bool) -> bool:
@@ -771,7 +807,10 @@ class Product(NamedTuple):
     on any thread.  ``blocks()``, where given, returns the same product as a row that
     compiled code runs block by block (``gemm.block_product``; ``None`` where BLAS cannot
     take its arrays): asked for only when the product does run behind a loop, because
-    making it costs a few µs that every other call would waste.
+    making it costs a few µs that every other call would waste.  ``batch_rows(product)``,
+    where given (the input projection), returns ``rows(r0, r1)``, which computes the result's
+    entries for batch rows ``r0 .. r1-1`` of every step through ``product``'s kernel: what one
+    row block of a loop reads (:func:`run_tiles` has each block compute its own).
     """
     part: object
     R: int
@@ -781,14 +820,16 @@ class Product(NamedTuple):
     total: object = None
     per_step: bool = False
     blocks: object = None
+    batch_rows: object = None
 
 
-def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False, blocks=None):
+def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False, blocks=None,
+               batch_rows=None):
     """Run ``part(r0, r1)`` over row blocks covering ``0 .. R-1``: one per thread of the backend
     when the job (``macs`` multiply-adds) is big enough, with BLAS single-threaded inside;
     then ``then()`` (if given) on this thread.  Inside :func:`together` or :func:`deferred`
-    the job is only recorded (with ``steps``/``total``, its form by blocks of steps, see
-    :class:`Product`), and runs with the others of the block later (then their multiply-adds
+    the job is only recorded (with ``steps``/``total``, its form by blocks of steps, and
+    ``batch_rows``, its form by batch rows, see :class:`Product`), and runs with the others of the block later (then their multiply-adds
     together decide the threads: :func:`_run_jobs`).
 
     Why not let OpenBLAS thread each call itself: after a threaded call its workers keep
@@ -798,7 +839,7 @@ def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False,
     projection, the recurrence ran no faster on two row blocks than on one, and 1.8x faster
     without it.  The helper threads (``workers.py``) sleep when idle.
     """
-    job = Product(part, R, macs, then, steps, total, per_step, blocks)
+    job = Product(part, R, macs, then, steps, total, per_step, blocks, batch_rows)
     queued = getattr(_together, "jobs", None)
     if queued is not None:
         queued.append(job)
@@ -890,7 +931,10 @@ def input_projection(x, W_ih, b):
     array at the same time took 38 ms against 20 ms.  On the AMD VM the threads writing their
     own rows are faster at every size tried, fresh (mmap-ed) or reused memory alike
     (``benchmarks/input_bias.py``).  Recorded for ``run_tiles(..., before=...)`` and run ahead
-    of a forward loop on one block, each block of steps does the same for its rows.
+    of a forward loop on one block, each block of steps does the same for its rows; before a
+    loop on row blocks through packed panels, each row block computes its batch rows of every
+    step through those panels (``batch_rows``, ``gemm.project_rows``), rounding as they do
+    rather than as BLAS does.
     """
     T, B, D = x.shape
     dtype = np.result_type(x.dtype, W_ih.dtype, *(() if b is None else (b.dtype,)))
@@ -908,7 +952,13 @@ def input_projection(x, W_ih, b):
 
     def steps(t0, t1, first):
         part(t0 * B, t1 * B)
-    on_threads(part, T * B, T * B * D * W.shape[0], steps=steps, per_step=True)
+
+    def batch_rows(product):
+        M = gemm.operand(W.T, product)                   # W_ih^T packed once, on the calling thread
+        bias_row = np.zeros(W.shape[0], dtype) if b is None else np.ascontiguousarray(b, dtype)
+        X3, out3 = X.reshape(T, B, D), out.reshape(T, B, -1)
+        return lambda r0, r1: gemm.project_rows(X3, M, bias_row, out3, r0, r1, product)
+    on_threads(part, T * B, T * B * D * W.shape[0], steps=steps, per_step=True, batch_rows=batch_rows)
     return out.reshape(T, B, -1)
 
 

@@ -269,6 +269,21 @@ def matmul_rows(A, M, C, r0, r1, use_blas):
     matmul_tile(A, M, C, r0, r1, 0, M.shape[1], use_blas, 0)
 
 
+@njit(cache=True, nogil=True, **KERNEL_OPTIONS)
+def project_rows(X, M, b, G, r0, r1, product):
+    """``G[t, r] = b + X[t, r] @ M`` for every step ``t`` and batch rows ``r0 <= r < r1``:
+    one row block's share of an input projection, through the recurrence's own product.
+
+    ``X (T, B, K)``, ``M = operand(W_ih^T, product)`` (``K × N``), ``b (N)``, ``G (T, B, N)``.
+    Each step writes the bias into its rows first and adds the product into them while
+    they are still in the L1 cache (``bptt.input_projection``, whose ``batch_rows`` this is).
+    """
+    for t in range(X.shape[0]):
+        for r in range(r0, r1):
+            G[t, r, :] = b                                  # G[t, r] = b ...
+        matmul_tile(X[t], M, G[t], r0, r1, 0, G.shape[2], product, 0)   # ... + X[t, r] @ M
+
+
 def operand(M, product):
     """``M`` in the form ``matmul_tile`` reads for ``product``: packed panels for ``PANELS``
     (once per sequence, ``panels.pack``), else a C-contiguous copy; either way a fresh array
