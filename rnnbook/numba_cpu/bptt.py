@@ -401,13 +401,14 @@ def _own_inputs(tiling: Tiling, before) -> bool:
 
     Each block's rows of ``G`` are then written by the core that reads them, a step at a time
     (the bias, then the product, while the rows are in L1), and the loop starts without a
-    hand-off of its own.  Measured on the development VM (AMD, 2 vCPUs), training step
-    interleaved in one process (``benchmarks/step_paired.py``), new/old: the GRU loop (B=32
-    T=64 D=32 H=64) forward 0.88, step 0.95; RNN at that shape 0.93 and 0.97, where the
-    projection had been under :data:`GEMM_MIN_MACS_FOR_THREADS` and ran on one thread; B=32
-    T=256 H=256 forward 0.96-0.98.  A loop on BLAS or plain loops (row blocks of fewer rows)
-    keeps the one projection before it: there the per-step products would be calls of a few
-    rows each.
+    hand-off of its own.  Measured on the development VM (AMD, 2 vCPUs), forward pass and
+    training step interleaved in one process (``benchmarks/step_paired.py af6fd15``), new/old:
+    at the GRU loop's shape (B=32 T=64 D=32 H=64, 80 rounds) GRU 0.86 and 0.95, RNN 0.86 and
+    0.94 (there the projection had been under :data:`GEMM_MIN_MACS_FOR_THREADS`, on one
+    thread), LSTM 0.92 and 0.97; at B=32 T=256 H=256 (30 rounds) 0.93-0.96 and 0.98; at B=64
+    T=128 H=512 (10 rounds) 0.96-0.98 and 0.97-0.99.  A loop on BLAS or plain loops (row
+    blocks of fewer rows) keeps the one projection before it: there the per-step products
+    would be calls of a few rows each.
     """
     return (tiling.row_blocks > 1 and tiling.unit_blocks == 1 and tiling.product == gemm.PANELS
             and all(job.batch_rows is not None for job in before))
