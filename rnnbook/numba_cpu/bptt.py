@@ -830,8 +830,9 @@ def on_threads(part, R, macs, then=None, steps=None, total=None, per_step=False,
     when the job (``macs`` multiply-adds) is big enough, with BLAS single-threaded inside;
     then ``then()`` (if given) on this thread.  Inside :func:`together` or :func:`deferred`
     the job is only recorded (with ``steps``/``total``, its form by blocks of steps, and
-    ``batch_rows``, its form by batch rows, see :class:`Product`), and runs with the others of the block later (then their multiply-adds
-    together decide the threads: :func:`_run_jobs`).
+    ``batch_rows``, its form by batch rows, see :class:`Product`), and runs with the others
+    of the block later (then their multiply-adds together decide the threads:
+    :func:`_run_jobs`).
 
     Why not let OpenBLAS thread each call itself: after a threaded call its workers keep
     spinning for about 0.1 s (its ``THREAD_TIMEOUT``), and a recurrence started in that time
@@ -934,8 +935,9 @@ def input_projection(x, W_ih, b):
     (``benchmarks/input_bias.py``).  Recorded for ``run_tiles(..., before=...)`` and run ahead
     of a forward loop on one block, each block of steps does the same for its rows; before a
     loop on row blocks through packed panels, each row block computes its batch rows of every
-    step through those panels (``batch_rows``, ``gemm.project_rows``), rounding as they do
-    rather than as BLAS does.
+    step through those panels (``batch_rows``, ``gemm.project_rows``): the same sums as BLAS's
+    kernels (the bias plus the products in the order of ``k``), equal bit for bit where the
+    BLAS kernel adds in that order (as OpenBLAS's did on the development VM).
     """
     T, B, D = x.shape
     dtype = np.result_type(x.dtype, W_ih.dtype, *(() if b is None else (b.dtype,)))
