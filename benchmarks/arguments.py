@@ -48,8 +48,8 @@ def single_sequence_arguments(ap: argparse.ArgumentParser, H: list[int], rounds:
 
 
 def random_problem(cell: str, H: int, T: int, B: int, D: int | None = None):
-    """``(params, x, dy)`` in float32 for ``cell`` with ``D`` inputs (``H`` if not given), seeded by ``H``: the weights
-    of ``init_params`` with noise added to every entry (biases included)."""
+    """``(params, x, dy)`` in float32 for ``cell`` with ``D`` inputs (``H`` if not given), seeded
+    by ``H``: the weights of ``init_params`` with noise added to every entry (biases included)."""
     import numpy as np
 
     import rnnbook as rb
