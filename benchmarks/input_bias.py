@@ -39,7 +39,7 @@ def caller_first(x, W_ih, b):
     out[:] = b
 
     def part(r0, r1):
-        if (r1 - r0) * D * W.shape[0] >= bptt.INPUT_BLAS_MIN_MACS:
+        if (r1 - r0) * D * W.shape[0] >= bptt.INPUT_PANELS_MIN_MACS:
             gemm.add_product_rows(X, W, out, r0, r1)
         else:
             out[r0:r1] += X[r0:r1] @ W.T

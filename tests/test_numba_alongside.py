@@ -339,9 +339,9 @@ def _slow(mp, helper_pause=0.0, caller_pause=0.0, helper_fails_from=None, caller
     (as on a loaded machine); the calling thread's blocks from row ``caller_waits_from`` on
     wait until the helper's block has failed (for up to 10 s).  Helpers are the threads that
     ``workers.py`` names ``rnnbook-numba-k``."""
-    real, real_in_parallel = bptt.gemm.add_product_rows, bptt.in_parallel
+    real, real_in_parallel = bptt.gemm.project_block, bptt.in_parallel
     helper_failed = threading.Event()
-    mp.setattr(bptt, "INPUT_BLAS_MIN_MACS", 0)          # every block through add_product_rows
+    mp.setattr(bptt, "INPUT_PANELS_MIN_MACS", 0)        # every block through project_block
 
     def on_helper():
         return threading.current_thread().name.startswith("rnnbook-numba")
@@ -355,7 +355,7 @@ def _slow(mp, helper_pause=0.0, caller_pause=0.0, helper_fails_from=None, caller
     if helper_late:
         mp.setattr(bptt, "in_parallel", late)
 
-    def slow(X, W, out, r0, r1):
+    def slow(X, M, b, out, r0, r1):
         helper = on_helper()
         time.sleep(helper_pause if helper else caller_pause)
         if not helper and caller_waits_from is not None and r0 >= caller_waits_from:
@@ -365,8 +365,8 @@ def _slow(mp, helper_pause=0.0, caller_pause=0.0, helper_fails_from=None, caller
             if helper:
                 helper_failed.set()
             raise MemoryError(f"block at row {r0}")
-        real(X, W, out, r0, r1)
-    mp.setattr(bptt.gemm, "add_product_rows", slow)
+        real(X, M, b, out, r0, r1)
+    mp.setattr(bptt.gemm, "project_block", slow)
 
 
 @pytest.mark.parametrize("arch,opts", CELLS)

@@ -192,22 +192,23 @@ def test_barrier_of_one_thread_only_announces():
 
 @settings(max_examples=25, deadline=None)
 @given(R=st.integers(1, 40), K=st.integers(1, 30), N=st.integers(1, 30), threads=st.integers(1, 3),
-       dtype=st.sampled_from([np.float32, np.float64]), with_bias=st.booleans(), through_blas=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), with_bias=st.booleans(), through_panels=st.booleans(),
        seed=st.integers(0, 2**16))
-def test_phase_gemms_on_threads_match_numpy(R, K, N, threads, dtype, with_bias, through_blas, seed):
+def test_phase_gemms_on_threads_match_numpy(R, K, N, threads, dtype, with_bias, through_panels, seed):
     """``bptt.matmul``/``input_projection``/``weight_gradient``/``input_gradient``, rows split over
     up to three threads (forced at any size), against NumPy in float64; the input projection's
-    blocks through ``gemm.add_product_rows`` or NumPy (``INPUT_BLAS_MIN_MACS`` forced either way)."""
+    blocks through the packed panels (``gemm.project_block``) or NumPy (``INPUT_PANELS_MIN_MACS``
+    forced either way)."""
     calls = []
-    real = bptt.gemm.add_product_rows
+    real = bptt.gemm.project_block
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bptt, "GEMM_MIN_MACS_FOR_THREADS", 0)
-        mp.setattr(bptt, "INPUT_BLAS_MIN_MACS", 0 if through_blas else 1 << 62)
-        mp.setattr(bptt.gemm, "add_product_rows", lambda *a: calls.append(a[3:]) or real(*a))
+        mp.setattr(bptt, "INPUT_PANELS_MIN_MACS", 0 if through_panels else 1 << 62)
+        mp.setattr(bptt.gemm, "project_block", lambda *a: calls.append(a[4:]) or real(*a))
         mp.setattr(numba, "get_num_threads", lambda: threads)
         _check_phase_gemms(R, K, N, dtype, with_bias, seed)
     blocks = sorted(calls)                     # each row of the projection (T·B = 2R) in exactly one block
-    if through_blas and bptt.gemm.HAVE_BLAS:
+    if through_panels:
         assert blocks[0][0] == 0 and blocks[-1][1] == 2 * R
         assert all(a1 == b0 for (_, a1), (b0, _) in zip(blocks, blocks[1:]))
     else:
@@ -238,20 +239,20 @@ def _check_phase_gemms(R, K, N, dtype, with_bias, seed):
 
 @settings(max_examples=20, deadline=None)
 @given(T=st.integers(1, 30), B=st.integers(1, 3), D=st.integers(1, 20), G=st.integers(1, 40),
-       threads=st.integers(1, 3), with_bias=st.booleans(), through_blas=st.booleans(),
+       threads=st.integers(1, 3), with_bias=st.booleans(), through_panels=st.booleans(),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
-def test_input_projection_writes_every_row_it_adds_into(T, B, D, G, threads, with_bias, through_blas, dtype,
+def test_input_projection_writes_every_row_it_adds_into(T, B, D, G, threads, with_bias, through_panels, dtype,
                                                          seed):
-    """Each thread writes the bias (or zero) into its own rows before adding its product
-    (``beta = 1``): with ``np.empty`` filled with NaN, a row that no thread wrote first would
-    stay NaN.  Rows on up to three threads (forced at any size), through BLAS or NumPy."""
+    """Each thread writes the bias (or zero) into its own rows before adding its product into
+    them: with ``np.empty`` filled with NaN, a row that no thread wrote first would stay NaN.
+    Rows on up to three threads (forced at any size), through the panels or NumPy."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((T, B, D)).astype(dtype)
     W, b = rng.standard_normal((G, D)).astype(dtype), rng.standard_normal(G).astype(dtype)
     with pytest.MonkeyPatch.context() as mp:
         poison_empty(mp)
         mp.setattr(bptt, "GEMM_MIN_MACS_FOR_THREADS", 0)
-        mp.setattr(bptt, "INPUT_BLAS_MIN_MACS", 0 if through_blas else 1 << 62)
+        mp.setattr(bptt, "INPUT_PANELS_MIN_MACS", 0 if through_panels else 1 << 62)
         mp.setattr(numba, "get_num_threads", lambda: threads)
         got = bptt.input_projection(x, W, b if with_bias else None)
     ref = x.astype(np.float64) @ W.T.astype(np.float64) + (b if with_bias else 0)
@@ -497,15 +498,14 @@ def test_a_child_forked_inside_a_block_keeps_it(two_blas_threads):
     assert get() == 2
 
 
-@pytest.mark.skipif(not bptt.gemm.HAVE_BLAS, reason="no usable BLAS in NumPy here")
-@pytest.mark.parametrize("T,through_blas", [(1023, False), (1024, True)])
-def test_input_projection_goes_to_blas_from_its_threshold(T, through_blas, monkeypatch):
-    """With the default ``INPUT_BLAS_MIN_MACS`` (2^22): T·B·D·G = 1024·1·32·128 on one thread goes
-    to ``gemm.add_product_rows``, one row less to NumPy; both give the product plus the bias."""
-    assert bptt.INPUT_BLAS_MIN_MACS == 1 << 22
+@pytest.mark.parametrize("T,through_panels", [(1023, False), (1024, True)])
+def test_input_projection_goes_to_the_panels_from_its_threshold(T, through_panels, monkeypatch):
+    """With the default ``INPUT_PANELS_MIN_MACS`` (2^22): T·B·D·G = 1024·1·32·128 on one thread
+    goes to ``gemm.project_block``, one row less to NumPy; both give the product plus the bias."""
+    assert bptt.INPUT_PANELS_MIN_MACS == 1 << 22
     calls = []
-    real = bptt.gemm.add_product_rows
-    monkeypatch.setattr(bptt.gemm, "add_product_rows", lambda *a: calls.append(a[3:]) or real(*a))
+    real = bptt.gemm.project_block
+    monkeypatch.setattr(bptt.gemm, "project_block", lambda *a: calls.append(a[4:]) or real(*a))
     monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
     rng = np.random.default_rng(T)
     x = rng.standard_normal((T, 1, 32)).astype(np.float32)
@@ -513,7 +513,74 @@ def test_input_projection_goes_to_blas_from_its_threshold(T, through_blas, monke
     got = bptt.input_projection(x, W, b)
     ref = x.astype(np.float64) @ W.T.astype(np.float64) + b
     np.testing.assert_allclose(got, ref, rtol=2e-5, atol=2e-5 * np.abs(ref).max())
-    assert calls == ([(0, T)] if through_blas else [])
+    assert calls == ([(0, T)] if through_panels else [])
+
+
+@settings(max_examples=25, deadline=None)
+@given(R=st.integers(1, 100), K=st.integers(1, 40), N=st.integers(1, 70), data=st.data(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_project_block_fills_its_rows_the_same_however_cut(R, K, N, data, dtype, seed):
+    """``gemm.project_block`` writes ``b + X[r] @ M`` into rows ``r0 .. r1-1`` only (steps of
+    ``PROJECTION_ROWS`` rows and the rest), against float64 NumPy; cut into two blocks at any
+    row, the result equals the one of a single block bit for bit, unless a block is one row
+    (the single-row kernel adds in another order)."""
+    rng = np.random.default_rng(seed)
+    gemm = bptt.gemm
+    X, W = rng.standard_normal((R, K)).astype(dtype), rng.standard_normal((N, K)).astype(dtype)
+    b = rng.standard_normal(N).astype(dtype)
+    M = gemm.operand(W.T, gemm.PANELS)
+    r0 = data.draw(st.integers(0, R))
+    r1 = data.draw(st.integers(r0, R))
+    out = np.full((R, N), np.nan, dtype)
+    gemm.project_block(X, M, b, out, r0, r1)
+    ref = X.astype(np.float64) @ W.T.astype(np.float64) + b
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(out[r0:r1], ref[r0:r1], rtol=tol, atol=tol * np.abs(ref).max())
+    assert np.isnan(out[:r0]).all() and np.isnan(out[r1:]).all()
+    whole, cut = np.empty((R, N), dtype), np.empty((R, N), dtype)
+    gemm.project_block(X, M, b, whole, 0, R)
+    gemm.project_block(X, M, b, cut, 0, r0)
+    gemm.project_block(X, M, b, cut, r0, R)
+    if 1 in (r0, R - r0, R):
+        np.testing.assert_allclose(cut, whole, rtol=tol, atol=tol * np.abs(ref).max())
+    else:
+        np.testing.assert_array_equal(cut, whole)
+
+
+@given(r0=st.integers(0, 200), n=st.integers(0, 300), rows=st.sampled_from([6, 8]))
+def test_projection_steps_cover_the_block_and_leave_no_row_alone(r0, n, rows):
+    """``gemm.projection_steps`` cuts ``r0 .. r0+n-1`` into consecutive steps, each a whole
+    number of its rows, and (for blocks of more than one row) none with a row alone in a
+    panel block of ``rows`` rows (8 with 64-byte vectors, else 6)."""
+    gemm = bptt.gemm
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gemm, "ROWS", rows)
+        steps = gemm.projection_steps(r0, r0 + n)
+    assert [s0 for s0, _, _ in steps] == ([r0] if n else []) + [s1 for _, s1, _ in steps[:-1]]
+    assert (steps[-1][1] if steps else r0) == r0 + n
+    assert all(s1 > s0 and (s1 - s0) % size == 0 for s0, s1, size in steps)
+    assert all(size <= gemm.PROJECTION_ROWS for _, _, size in steps)
+    if n > 1:
+        assert all(size % rows != 1 for _, _, size in steps)
+    assert all(a[2] != b[2] for a, b in zip(steps, steps[1:]))      # equal steps are one call
+
+
+@pytest.mark.skipif(not bptt.gemm.HAVE_BLAS, reason="no usable BLAS in NumPy here")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_product_rows_adds_into_its_rows_only(dtype):
+    """``gemm.add_product_rows`` (the BLAS form that ``benchmarks/input_bias.py`` times) adds
+    ``X[r] @ W^T`` into rows ``r0 .. r1-1`` of ``out`` and leaves the others as they were."""
+    rng = np.random.default_rng(7)
+    X, W = rng.standard_normal((37, 19)).astype(dtype), rng.standard_normal((23, 19)).astype(dtype)
+    start = rng.standard_normal((37, 23)).astype(dtype)
+    out = start.copy()
+    bptt.gemm.add_product_rows(X, W, out, 5, 30)
+    ref = start.astype(np.float64)
+    ref[5:30] += X[5:30].astype(np.float64) @ W.T.astype(np.float64)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * np.abs(ref).max())
+    np.testing.assert_array_equal(out[:5], start[:5])
+    np.testing.assert_array_equal(out[30:], start[30:])
 
 
 def test_single_threaded_blas_survives_an_error_and_counts_without_openblas(two_blas_threads, monkeypatch):

@@ -912,22 +912,30 @@ def matmul(A, M):
     return out
 
 
-#: multiply-adds of a block of rows of the input projection from which it adds its product
-#: into the bias through BLAS with ``beta = 1`` (``gemm.add_product_rows``, a ctypes call of
-#: ~5 µs) rather than through NumPy's ``matmul`` and an add (a temporary and a second pass).
-#: Measured, one core, float32, bias written first, then NumPy vs ctypes, µs: 1 × 32 × 128 in
-#: 2.2 vs 5.4, 1 × 128 × 512 in 5.6 vs 8.3, 16 × 128 × 512 in 54 vs 57, 128 × 128 × 512 (2^23)
-#: in 203 vs 199, 1024 × 32 × 128 (2^22) in 120 vs 108
-INPUT_BLAS_MIN_MACS = 1 << 22
+#: multiply-adds of a block of rows of the input projection from which it goes through the
+#: packed panels (``gemm.project_block``) rather than through NumPy's ``matmul`` and an add (a
+#: temporary and a second pass).  The threshold was measured for BLAS with ``beta = 1``
+#: (``gemm.add_product_rows``, a ctypes call of ~5 µs), the form before the panels; one core,
+#: float32, bias written first, then NumPy vs ctypes, µs: 1 × 32 × 128 in 2.2 vs 5.4, 1 × 128 ×
+#: 512 in 5.6 vs 8.3, 16 × 128 × 512 in 54 vs 57, 128 × 128 × 512 (2^23) in 203 vs 199,
+#: 1024 × 32 × 128 (2^22) in 120 vs 108.  The panels against that BLAS form, paired in one
+#: process (``benchmarks/step_paired.py``, float32, two threads, new/old, forward and training
+#: step): B=8 T=256 H=128 (40 rounds) RNN 0.94 and 0.98, LSTM 0.99 and 0.99, GRU 1.00 and 1.01;
+#: H=256 (30 rounds) LSTM 0.96 and 0.99, GRU 0.96 and 0.99, RNN 0.98 and 1.00; B=1 T=1024 (its
+#: blocks of steps alongside the loop, 30-40 rounds) 0.96-1.03 and 0.96-1.02, within the noise
+INPUT_PANELS_MIN_MACS = 1 << 22
 
 
 def input_projection(x, W_ih, b):
     """``X W_ih^T + b`` for all steps at once: ``x (T, B, D)`` -> ``(T, B, G)``, a fresh C array.
 
     Each block of rows, on its thread, writes the bias (or zero) into its rows of the result
-    and then adds its product into them (``gemm.add_product_rows``; a block of fewer than
-    :data:`INPUT_BLAS_MIN_MACS` multiply-adds through NumPy).  Adding the bias after the
-    product would cost a second pass over the result (12 of 30 ms at 8192 × 1024, measured).
+    and then adds its product into them, through the packed panels of ``W_ih^T``
+    (``gemm.project_block``: a step of 32 rows at a time, the bias and then the product while
+    the rows are in L1; a block of fewer than :data:`INPUT_PANELS_MIN_MACS` multiply-adds
+    through NumPy).  The panels are packed once per call, by the first block that needs them.
+    Adding the bias after the product would cost a second pass over the result (12 of 30 ms
+    at 8192 × 1024, measured with BLAS).
     The bias used to be written over the whole array on the calling thread first, while the
     other threads waited: on the first development VM (Intel) threads page-faulting a fresh
     array at the same time took 38 ms against 20 ms.  On the AMD VM the threads writing their
@@ -945,20 +953,28 @@ def input_projection(x, W_ih, b):
     W = np.ascontiguousarray(W_ih, dtype)
     out = np.empty((T * B, W.shape[0]), dtype)
     bias = 0 if b is None else b
+    bias_row = np.zeros(W.shape[0], dtype) if b is None else np.ascontiguousarray(b, dtype)
+    packed, packing = {}, threading.Lock()
+
+    def operand(product):
+        """``W_ih^T`` in ``product``'s form, made once (the first block to need it packs it)."""
+        with packing:
+            if product not in packed:
+                packed[product] = gemm.operand(W.T, product)
+            return packed[product]
 
     def part(r0, r1):
-        out[r0:r1] = bias
-        if gemm.HAVE_BLAS and dtype.char in "fd" and (r1 - r0) * D * W.shape[0] >= INPUT_BLAS_MIN_MACS:
-            gemm.add_product_rows(X, W, out, r0, r1)
-        else:                                  # small, or where NumPy carries another BLAS
+        if dtype.char in "fd" and (r1 - r0) * D * W.shape[0] >= INPUT_PANELS_MIN_MACS:
+            gemm.project_block(X, operand(gemm.PANELS), bias_row, out, r0, r1)
+        else:                                  # small, or another dtype
+            out[r0:r1] = bias
             out[r0:r1] += X[r0:r1] @ W.T
 
     def steps(t0, t1, first):
         part(t0 * B, t1 * B)
 
     def batch_rows(product):
-        M = gemm.operand(W.T, product)                   # W_ih^T packed once, on the calling thread
-        bias_row = np.zeros(W.shape[0], dtype) if b is None else np.ascontiguousarray(b, dtype)
+        M = operand(product)                             # W_ih^T packed once, on the calling thread
         X3, out3 = X.reshape(T, B, D), out.reshape(T, B, -1)
         return lambda r0, r1: gemm.project_rows(X3, M, bias_row, out3, r0, r1, product)
     on_threads(part, T * B, T * B * D * W.shape[0], steps=steps, per_step=True, batch_rows=batch_rows)
