@@ -921,7 +921,7 @@ def matmul(A, M):
 #: 1024 × 32 × 128 (2^22) in 120 vs 108.  The panels against that BLAS form, paired in one
 #: process (``benchmarks/step_paired.py``, float32, two threads, new/old, forward and training
 #: step): B=8 T=256 H=128 (40 rounds) RNN 0.94 and 0.98, LSTM 0.99 and 0.99, GRU 1.00 and 1.01;
-#: H=256 (30 rounds) LSTM 0.96 and 0.99, GRU 0.96 and 0.99, RNN 0.98 and 1.00; B=1 T=1024 (its
+#: H=256 (30 rounds) LSTM 0.94 and 0.99, RNN 0.96 and 0.98, GRU 0.98 and 0.99; B=1 T=1024 (its
 #: blocks of steps alongside the loop, 30-40 rounds) 0.96-1.03 and 0.96-1.02, within the noise
 INPUT_PANELS_MIN_MACS = 1 << 22
 
