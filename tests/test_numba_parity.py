@@ -162,7 +162,8 @@ def test_threaded_row_blocks_are_used_and_agree(monkeypatch, strategy):
     finally:
         numba.set_num_threads(old)
     # on the panels, two row blocks compute the input projection through the panels
-    # (bptt._own_inputs) and one block through BLAS, which may add in another order
+    # (bptt._own_inputs) and one block, this small, through NumPy's matmul (below
+    # bptt.INPUT_PANELS_MIN_MACS), which may add in another order
     if strategy == "panels":
         np.testing.assert_allclose(y1, y2, rtol=1e-12, atol=1e-14)
     else:

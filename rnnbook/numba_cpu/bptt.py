@@ -952,7 +952,6 @@ def input_projection(x, W_ih, b):
     X = np.ascontiguousarray(x.reshape(T * B, D), dtype)
     W = np.ascontiguousarray(W_ih, dtype)
     out = np.empty((T * B, W.shape[0]), dtype)
-    bias = 0 if b is None else b
     bias_row = np.zeros(W.shape[0], dtype) if b is None else np.ascontiguousarray(b, dtype)
     packed, packing = {}, threading.Lock()
 
@@ -967,7 +966,7 @@ def input_projection(x, W_ih, b):
         if dtype.char in "fd" and (r1 - r0) * D * W.shape[0] >= INPUT_PANELS_MIN_MACS:
             gemm.project_block(X, operand(gemm.PANELS), bias_row, out, r0, r1)
         else:                                  # small, or another dtype
-            out[r0:r1] = bias
+            out[r0:r1] = bias_row
             out[r0:r1] += X[r0:r1] @ W.T
 
     def steps(t0, t1, first):
