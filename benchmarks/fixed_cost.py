@@ -3,9 +3,10 @@ pass timed at several sequence lengths, interleaved in one process, and fitted a
 
     python benchmarks/fixed_cost.py                                # LSTM, GRU, RNN at H=64, B=1
     python benchmarks/fixed_cost.py --cells lstm --H 64 128 --T 512 1024 2048 4096 --rounds 60
+    python benchmarks/fixed_cost.py --cells gru --B 32 --D 32 --H 64 --T 64 128 256 512   # the GRU loop's shape
 
 For each configuration the script times the training step (forward, then backward with every
-gradient; float32, random weights with noise on every entry, biases included) at each length
+gradient; float32, random weights with noise on every entry, biases included; ``--D`` inputs per step, ``H`` if not given) at each length
 ``T``, the lengths in turn within a round (order alternating from round to round, each call
 kept after two of its own kind: ``arguments.interleaved``), and fits the medians by least
 squares::
@@ -21,9 +22,10 @@ shows as residuals, which are printed with it.
 """
 import argparse
 
-from arguments import interleaved, random_problem, single_sequence_arguments, training_step  # beside this script
+from arguments import interleaved, positive, random_problem, single_sequence_arguments, training_step  # beside this script
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ap.add_argument("--D", type=positive, default=None, help="inputs per step (default: H)")
 args = single_sequence_arguments(ap, H=[64], rounds=40, T=[512, 1024, 2048])
 Ts = sorted(set(args.T))
 if len(Ts) < 2:
@@ -38,11 +40,11 @@ def fit(lengths, times_us):
     return a, b, times_us - (a + b * np.asarray(lengths))
 
 
-print(f"float32, B={args.B}, {args.threads} threads, {args.rounds} interleaved rounds; medians in µs "
+print(f"float32, B={args.B}, D={args.D or 'H'}, {args.threads} threads, {args.rounds} interleaved rounds; medians in µs "
       f"per call; fit a + b·T (a: µs per call, b: µs per step)")
 for cell in args.cells:
     for H in args.H:
-        problems = {T: random_problem(cell, H, T, args.B) for T in Ts}
+        problems = {T: random_problem(cell, H, T, args.B, args.D) for T in Ts}
         times = interleaved(args.rounds, tuple(Ts), lambda T: training_step(cell, *problems[T]))
         forward = np.array([np.median([t[0] for t in times[T]]) for T in Ts]) * 1e6
         step = np.array([np.median([t[1] for t in times[T]]) for T in Ts]) * 1e6
