@@ -6,10 +6,10 @@ pass timed at several sequence lengths, interleaved in one process, and fitted a
     python benchmarks/fixed_cost.py --cells gru --B 32 --D 32 --H 64 --T 64 128 256 512   # the GRU loop's shape
 
 For each configuration the script times the training step (forward, then backward with every
-gradient; float32, random weights with noise on every entry, biases included; ``--D`` inputs per step, ``H`` if not given) at each length
-``T``, the lengths in turn within a round (order alternating from round to round, each call
-kept after two of its own kind: ``arguments.interleaved``), and fits the medians by least
-squares::
+gradient; float32, random weights with noise on every entry, biases included; ``--D`` inputs
+per step, ``H`` if not given) at each length ``T``, the lengths in turn within a round (order
+alternating from round to round, each call kept after two of its own kind:
+``arguments.interleaved``), and fits the medians by least squares::
 
     time(T)  =  a  +  b · T          a: µs per call (the fixed cost),  b: µs per step
 
@@ -40,8 +40,8 @@ def fit(lengths, times_us):
     return a, b, times_us - (a + b * np.asarray(lengths))
 
 
-print(f"float32, B={args.B}, D={args.D or 'H'}, {args.threads} threads, {args.rounds} interleaved rounds; medians in µs "
-      f"per call; fit a + b·T (a: µs per call, b: µs per step)")
+print(f"float32, B={args.B}, D={args.D or 'H'}, {args.threads} threads, {args.rounds} interleaved rounds; "
+      f"medians in µs per call; fit a + b·T (a: µs per call, b: µs per step)")
 for cell in args.cells:
     for H in args.H:
         problems = {T: random_problem(cell, H, T, args.B, args.D) for T in Ts}
