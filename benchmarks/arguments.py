@@ -30,6 +30,11 @@ def use_threads(n: int) -> None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def inputs_argument(ap: argparse.ArgumentParser) -> None:
+    """Add ``--D``, the inputs per step (``None``, i.e. ``H``, if not given: :func:`random_problem`'s default)."""
+    ap.add_argument("--D", type=positive, default=None, help="inputs per step (default: H)")
+
+
 def single_sequence_arguments(ap: argparse.ArgumentParser, H: list[int], rounds: int, B: int = 1,
                               T: int | list[int] = 1024) -> argparse.Namespace:
     """Parse the options of the scripts that compare two settings of the Numba backend on single

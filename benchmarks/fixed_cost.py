@@ -22,10 +22,10 @@ shows as residuals, which are printed with it.
 """
 import argparse
 
-from arguments import interleaved, positive, random_problem, single_sequence_arguments, training_step  # beside this script
+from arguments import inputs_argument, interleaved, random_problem, single_sequence_arguments, training_step  # beside this script
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-ap.add_argument("--D", type=positive, default=None, help="inputs per step (default: H)")
+inputs_argument(ap)
 args = single_sequence_arguments(ap, H=[64], rounds=40, T=[512, 1024, 2048])
 Ts = sorted(set(args.T))
 if len(Ts) < 2:

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from arguments import interleaved, positive, random_problem, single_sequence_arguments, split_argument  # beside this script
+from arguments import inputs_argument, interleaved, random_problem, single_sequence_arguments, split_argument  # beside this script
 from compile_paired import paired_packages
 
 STRATEGIES = ("auto", "loops", "blas", "panels")
@@ -39,7 +39,7 @@ ap.add_argument("--old-strategy", choices=STRATEGIES, default="auto")
 ap.add_argument("--new-strategy", choices=STRATEGIES, default="auto")
 ap.add_argument("--old-split", type=split_argument, default=("auto", None))
 ap.add_argument("--new-split", type=split_argument, default=("auto", None))
-ap.add_argument("--D", type=positive, default=None, help="inputs per step (default: H)")
+inputs_argument(ap)
 args = single_sequence_arguments(ap, H=[64], rounds=80)
 
 VERSIONS = ("rb_old", "rb_new")
