@@ -10,6 +10,12 @@ together), and the rest (allocation, checks).  Where the loop runs on a single b
 products run alongside it (``bptt._inputs_alongside``, ``_gradients_alongside``), the loop and
 its products are one phase; phases under 1% of the step are not listed.
 Each phase's recurrent or GEMM FLOP rate is printed against the SGEMM ceiling measured here.
+
+With ``--calls`` the steps are then run again under ``cProfile`` and the calling thread's own
+calls that take at least 1% of the step are listed by their own time (compiled kernels such as
+``_backward_after_tile`` count whole; the helper thread's calls are not seen, only the calling
+thread's wait for it, ``workers.spin_until``).  This splits a phase into its kernels, e.g. the
+forward's input projection (``gemm.project_rows``) and loop on each row block.
 """
 import argparse
 import os
@@ -26,6 +32,8 @@ ap.add_argument("H", type=int)
 ap.add_argument("D", type=int, nargs="?")
 ap.add_argument("--threads", type=int, default=os.cpu_count())
 ap.add_argument("--reps", type=int, default=10)
+ap.add_argument("--calls", action="store_true",
+                help="then the calling thread's own calls under cProfile, in µs/step (see the docstring)")
 args = ap.parse_args()
 for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[v] = str(args.threads)
@@ -134,3 +142,22 @@ rest_faults = (f_total - sum(faults.values())) / args.reps
 print(f"{'rest (alloc, checks)':<40} {rest:9.1f} {rest / us_total:6.0%} {'':>8} {rest_faults:12.0f}")
 print(f"{'training step':<40} {us_total:9.1f}   100% {(3 * rec + 3 * inp) / (us_total * 1e-6) / 1e9:8.1f} "
       f"{f_total / args.reps:12.0f}")
+
+if args.calls:
+    import cProfile
+    import pstats
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(args.reps):
+        step()
+    profile.disable()
+    stats = pstats.Stats(profile).stats      # {(file, line, name): (calls, _, own time, cumulative, _)}
+    print(f"\ncalling thread's own calls under cProfile, {args.reps} training steps (the profiler slows "
+          f"the Python); µs per time step, and calls per training step")
+    print(f"{'call':<60} {'µs/step':>9} {'calls':>6}")
+    for (file, line, name), (_, calls, own, _, _) in sorted(stats.items(), key=lambda kv: -kv[1][2]):
+        us = own / args.reps / T * 1e6
+        if us < 0.01 * us_total:
+            break
+        where = f"{os.path.basename(file)}:{line}({name})"
+        print(f"{where:<60} {us:9.2f} {calls / args.reps:6.0f}")
