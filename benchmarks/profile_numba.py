@@ -14,8 +14,9 @@ Each phase's recurrent or GEMM FLOP rate is printed against the SGEMM ceiling me
 With ``--calls`` the steps are then run again under ``cProfile`` and the calling thread's own
 calls that take at least 1% of the step are listed by their own time (compiled kernels such as
 ``_backward_after_tile`` count whole; the helper thread's calls are not seen, only the calling
-thread's wait for it, ``workers.spin_until``).  This splits a phase into its kernels, e.g. the
-forward's input projection (``gemm.project_rows``) and loop on each row block.
+thread's wait for it, ``workers.spin_until``; the phase timers' own calls, such as
+``getrusage``, show too).  This splits a phase into its kernels, e.g. the forward's input
+projection (``gemm.project_rows``) and loop on each row block.
 """
 import argparse
 import os
@@ -151,7 +152,7 @@ if args.calls:
     for _ in range(args.reps):
         step()
     profile.disable()
-    stats = pstats.Stats(profile).stats      # {(file, line, name): (calls, _, own time, cumulative, _)}
+    stats = pstats.Stats(profile).stats      # {(file, line, name): (primitive calls, calls, own time, ...)}
     print(f"\ncalling thread's own calls under cProfile, {args.reps} training steps (the profiler slows "
           f"the Python); µs per time step, and calls per training step")
     print(f"{'call':<60} {'µs/step':>9} {'calls':>6}")
