@@ -24,7 +24,7 @@ traffic in a training step (where it runs as ``flushed`` does: compare ``profile
 import argparse
 import time
 
-from arguments import positive, use_threads  # beside this script
+from arguments import interleaved, positive, use_threads  # beside this script
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--T", type=positive, default=256, help="steps")
@@ -64,17 +64,19 @@ def before(mode):
         G[:, :rows] = 0.0
 
 
+def median_us_per_step(mode):
+    """The median of ``--calls`` calls, each after :func:`before`, in µs per step."""
+    times = []
+    for _ in range(args.calls):
+        before(mode)
+        t0 = time.perf_counter()
+        gemm.project_rows(X, M, b, G, 0, rows, gemm.PANELS)
+        times.append(time.perf_counter() - t0)
+    return np.median(times) / T * 1e6
+
+
 modes = ("warm", "flushed", "G written")
-medians = {mode: [] for mode in modes}
-for r in range(args.rounds):
-    for mode in (modes if r % 2 else modes[::-1]):
-        times = []
-        for _ in range(args.calls):
-            before(mode)
-            t0 = time.perf_counter()
-            gemm.project_rows(X, M, b, G, 0, rows, gemm.PANELS)
-            times.append(time.perf_counter() - t0)
-        medians[mode].append(np.median(times) / T * 1e6)
+medians = interleaved(args.rounds, modes, median_us_per_step, calls=1)
 
 flops = 2 * rows * K * N
 print(f"project_rows, float32, one thread: T={T}, {rows} of B={B} rows, K={K}, N={N}; "
